@@ -1,0 +1,90 @@
+"""Convolutions with circular padding (spec §1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from afc_jax.ops.padding import circular_pad
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+# ConvNeXt initialises conv and linear weights with a truncated normal of std 0.02.
+convnext_kernel_init = nn.initializers.truncated_normal(stddev=0.02)
+
+
+class CircularConv(nn.Module):
+    """`circular pad -> convolution (VALID, stride 1 unless told)` on NHWC inputs.
+
+    The pad is asymmetric and may exceed the map size (it wraps again), so e.g. a 7x7
+    depthwise conv works on a 2x2 map.
+
+    Attributes:
+      features: output channels.
+      kernel_size: (kh, kw).
+      padding: ((top, bottom), (left, right)) circular pad amounts.
+      strides: convolution strides (1 in every AFC-family layer).
+      feature_group_count: C for a depthwise convolution.
+      padding_mode: "circular" or "zeros" (the original ConvNeXt's depthwise conv).
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    padding: Sequence[Sequence[int]] = ((0, 0), (0, 0))
+    strides: Sequence[int] = (1, 1)
+    feature_group_count: int = 1
+    padding_mode: str = "circular"
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: Any = None
+    kernel_init: Initializer = convnext_kernel_init
+    bias_init: Initializer = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: (N, H, W, C_in) -> (N, H', W', features)."""
+        in_features = x.shape[-1]
+        if in_features % self.feature_group_count:
+            raise ValueError(
+                f"{self.name}: {in_features} input channels are not divisible by "
+                f"feature_group_count={self.feature_group_count}"
+            )
+        kh, kw = self.kernel_size
+        kernel = self.param(
+            "kernel",
+            self.kernel_init,
+            (kh, kw, in_features // self.feature_group_count, self.features),
+            self.param_dtype,
+        )
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        (pt, pb), (pl, pr) = self.padding
+        if self.padding_mode == "circular":
+            x = circular_pad(x, (pt, pb), (pl, pr))
+            pad = "VALID"
+        elif self.padding_mode == "zeros":
+            pad = ((pt, pb), (pl, pr))
+        else:
+            raise ValueError(f"padding_mode must be 'circular' or 'zeros', got {self.padding_mode!r}")
+        y = jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=tuple(self.strides),
+            padding=pad,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=self.feature_group_count,
+            precision=self.precision,
+        )
+        if bias is not None:
+            y = y + bias
+        return y

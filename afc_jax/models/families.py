@@ -1,0 +1,155 @@
+"""The four ConvNeXt families as configuration of one skeleton (spec §8).
+
+A `FamilySpec` says which stem, downsampling, normalisation, MLP and padding a family uses, and
+where the official PyTorch state dict keeps each parameter (`TorchLayout`, used by
+`afc_jax.checkpoints`). The network itself is written once, in `afc_jax.models.convnext`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+STEM_KINDS = ("strided", "circular")
+DOWNSAMPLING_KINDS = ("strided", "subsample", "ideal", "aps")
+MLP_KINDS = ("gelu", "alias_free")
+PADDING_KINDS = ("zeros", "circular")
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchLayout:
+    """Official state-dict key prefixes; `{i}` is the stage, `{j}` the block."""
+
+    stem_conv: str
+    stem_norm: str
+    downsample_norm: str
+    downsample_conv: str
+    block_dwconv: str
+    block_prefix: str  # prefix of pwconv1/act/pwconv2 inside a block
+    stem_poly: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilySpec:
+    """What distinguishes a ConvNeXt family.
+
+    Attributes:
+      name: registry name of the family.
+      stem: "strided" (4x4 conv, stride 4) or "circular" (4x4 conv at stride 1, circular pad
+        (1, 2), followed by the family's downsampling by 4).
+      stem_polynomial: AFC's `x + g * x * lowpass(x)` polynomial after the stem conv.
+      downsampling: how resolution is reduced after a stride-1 conv: "subsample" (keep every
+        k-th sample), "ideal" (ideal low-pass, then subsample), "aps" (adaptive polyphase
+        sampling, by 2 at a time) or "strided" (the conv itself is strided).
+      norm: "C" (per pixel over channels) or "CHW2" (alias-free) for the stem, downsampling
+        and block norms.
+      mlp: "gelu" or "alias_free" (polynomial at 2x resolution).
+      dw_padding: padding of the 7x7 depthwise conv.
+      torch_layout: where the official PyTorch model stores each parameter.
+    """
+
+    name: str
+    stem: str
+    stem_polynomial: bool
+    downsampling: str
+    norm: str
+    mlp: str
+    dw_padding: str
+    torch_layout: TorchLayout
+
+    def __post_init__(self):
+        for field, allowed in (
+            ("stem", STEM_KINDS),
+            ("downsampling", DOWNSAMPLING_KINDS),
+            ("mlp", MLP_KINDS),
+            ("dw_padding", PADDING_KINDS),
+        ):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"FamilySpec.{field} must be one of {allowed}")
+        if (self.stem == "strided") != (self.downsampling == "strided"):
+            raise ValueError("a strided stem goes with strided downsampling and vice versa")
+
+
+_CIRCULAR_LAYOUT = dict(
+    stem_conv="downsample_layers.0.0.1",
+    downsample_norm="downsample_layers.{i}.0",
+    downsample_conv="downsample_layers.{i}.1.1",
+    block_dwconv="stages.{i}.{j}.dwconv.1",
+)
+
+CONVNEXT_AFC = FamilySpec(
+    name="convnext_afc",
+    stem="circular",
+    stem_polynomial=True,
+    downsampling="ideal",
+    norm="CHW2",
+    mlp="alias_free",
+    dw_padding="circular",
+    torch_layout=TorchLayout(
+        **_CIRCULAR_LAYOUT,
+        stem_poly="downsample_layers.0.1",
+        stem_norm="downsample_layers.0.3",
+        block_prefix="stages.{i}.{j}.mlp.",
+    ),
+)
+
+CONVNEXT_BASELINE_CIRCULAR = FamilySpec(
+    name="convnext_baseline_circular",
+    stem="circular",
+    stem_polynomial=False,
+    downsampling="subsample",
+    norm="C",
+    mlp="gelu",
+    dw_padding="circular",
+    torch_layout=TorchLayout(
+        **_CIRCULAR_LAYOUT,
+        stem_norm="downsample_layers.0.2",
+        block_prefix="stages.{i}.{j}.mlp.",
+    ),
+)
+
+CONVNEXT_APS = FamilySpec(
+    name="convnext_aps",
+    stem="circular",
+    stem_polynomial=False,
+    downsampling="aps",
+    norm="C",
+    mlp="gelu",
+    dw_padding="circular",
+    torch_layout=TorchLayout(
+        **_CIRCULAR_LAYOUT,
+        stem_norm="downsample_layers.0.3",
+        block_prefix="stages.{i}.{j}.",
+    ),
+)
+
+CONVNEXT = FamilySpec(
+    name="convnext",
+    stem="strided",
+    stem_polynomial=False,
+    downsampling="strided",
+    norm="C",
+    mlp="gelu",
+    dw_padding="zeros",
+    torch_layout=TorchLayout(
+        stem_conv="downsample_layers.0.0",
+        stem_norm="downsample_layers.0.1",
+        downsample_norm="downsample_layers.{i}.0",
+        downsample_conv="downsample_layers.{i}.1",
+        block_dwconv="stages.{i}.{j}.dwconv",
+        block_prefix="stages.{i}.{j}.",
+    ),
+)
+
+FAMILIES = {
+    spec.name: spec
+    for spec in (CONVNEXT_AFC, CONVNEXT_BASELINE_CIRCULAR, CONVNEXT_APS, CONVNEXT)
+}
+
+# depths, dims (spec §8)
+SIZES = {
+    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
+    "small": ((3, 3, 27, 3), (96, 192, 384, 768)),
+    "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+    "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    "xlarge": ((3, 3, 27, 3), (256, 512, 1024, 2048)),
+}
