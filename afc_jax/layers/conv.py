@@ -75,7 +75,9 @@ class CircularConv(nn.Module):
         elif self.padding_mode == "zeros":
             pad = ((pt, pb), (pl, pr))
         else:
-            raise ValueError(f"padding_mode must be 'circular' or 'zeros', got {self.padding_mode!r}")
+            raise ValueError(
+                f"padding_mode must be 'circular' or 'zeros', got {self.padding_mode!r}"
+            )
         y = jax.lax.conv_general_dilated(
             x,
             kernel,

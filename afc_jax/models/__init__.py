@@ -1,8 +1,8 @@
 """ConvNeXt families in Flax Linen: AFC, circular baseline, APS and the original.
 
-    model = models.create("convnext_afc_tiny", num_classes=1000)
-    logits = model.apply(variables, images)                     # images NHWC
-    dense = model.apply(variables, images, method="features")   # last stage, before pooling
+model = models.create("convnext_afc_tiny", num_classes=1000)
+logits = model.apply(variables, images)                     # images NHWC
+dense = model.apply(variables, images, method="features")   # last stage, before pooling
 """
 
 from afc_jax.models.convnext import TOTAL_STRIDE, ConvNeXt

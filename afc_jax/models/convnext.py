@@ -68,7 +68,9 @@ class _Configured(nn.Module):
     filter_rule: str = "strict"
 
     def norm(self, name: str) -> LayerNorm:
-        return LayerNorm(self.family.norm, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        return LayerNorm(
+            self.family.norm, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+        )
 
     def conv(self, features: int, size: int, circular_pad: Sequence[int], name: str, **kw):
         """A size x size conv; stride `size` when the family is strided, else circular."""
@@ -269,6 +271,7 @@ class ConvNeXt(nn.Module):
                 f"(NHWC); got shape {images.shape}.{hint}"
             )
         if h < TOTAL_STRIDE or w < TOTAL_STRIDE or h % TOTAL_STRIDE or w % TOTAL_STRIDE:
+
             def fit(v):
                 return max(TOTAL_STRIDE, round(v / TOTAL_STRIDE) * TOTAL_STRIDE)
 

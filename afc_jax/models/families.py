@@ -141,8 +141,7 @@ CONVNEXT = FamilySpec(
 )
 
 FAMILIES = {
-    spec.name: spec
-    for spec in (CONVNEXT_AFC, CONVNEXT_BASELINE_CIRCULAR, CONVNEXT_APS, CONVNEXT)
+    spec.name: spec for spec in (CONVNEXT_AFC, CONVNEXT_BASELINE_CIRCULAR, CONVNEXT_APS, CONVNEXT)
 }
 
 # depths, dims (spec §8)

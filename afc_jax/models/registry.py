@@ -1,4 +1,4 @@
-"""Model registry: `create("convnext_afc_tiny")` or `create("convnext_afc", depths=..., dims=...)`."""
+"""Model registry: `create("convnext_afc_tiny")`, or a family with `depths=` and `dims=`."""
 
 from __future__ import annotations
 

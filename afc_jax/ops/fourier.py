@@ -65,7 +65,9 @@ def integer_frequencies(n: int, *, half: bool = False) -> np.ndarray:
     return np.where(k <= n // 2, k, k - n)
 
 
-def lowpass_mask_1d(n: int, cutoff: float, *, half: bool = False, rule: str = "strict") -> np.ndarray:
+def lowpass_mask_1d(
+    n: int, cutoff: float, *, half: bool = False, rule: str = "strict"
+) -> np.ndarray:
     """0/1 mask over the DFT bins of a length-n axis for an ideal low-pass at `cutoff`.
 
     `cutoff` is a fraction of the Nyquist frequency (1.0 keeps everything below Nyquist).

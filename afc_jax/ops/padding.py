@@ -24,7 +24,9 @@ def _check_pair(name: str, pair: Sequence[int]) -> PadPair:
         raise ValueError(f"{name} must be a (before, after) pair of ints, got {pair!r}")
     before, after = int(pair[0]), int(pair[1])
     if before < 0 or after < 0:
-        raise ValueError(f"{name} amounts must be >= 0 (circular padding cannot crop), got {pair!r}")
+        raise ValueError(
+            f"{name} amounts must be >= 0 (circular padding cannot crop), got {pair!r}"
+        )
     return before, after
 
 

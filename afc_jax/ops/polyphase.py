@@ -38,15 +38,11 @@ def polyphase_components(x: jnp.ndarray, stride: int = 2) -> jnp.ndarray:
     if int(stride) != stride or stride < 1:
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
     x = _pad_to_multiple(x, stride)
-    comps = [
-        x[..., row::stride, col::stride, :] for col in range(stride) for row in range(stride)
-    ]
+    comps = [x[..., row::stride, col::stride, :] for col in range(stride) for row in range(stride)]
     return jnp.stack(comps, axis=0)
 
 
-def adaptive_polyphase_sampling(
-    x: jnp.ndarray, stride: int = 2
-) -> tuple[jnp.ndarray, jnp.ndarray]:
+def adaptive_polyphase_sampling(x: jnp.ndarray, stride: int = 2) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Subsamples by `stride`, keeping the polyphase component of largest L2 norm per example.
 
     Args:

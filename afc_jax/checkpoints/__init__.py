@@ -1,0 +1,42 @@
+"""Checkpoints: official PyTorch import (no torch needed) and orbax variables checkpoints.
+
+state_dict = checkpoints.read_torch_checkpoint("convnext_afc_tiny.pth")
+variables = checkpoints.from_torch_state_dict(state_dict, model)
+checkpoints.save_variables("ckpt/afc_tiny", variables, model_name="convnext_afc_tiny")
+"""
+
+from afc_jax.checkpoints.orbax_io import (
+    CheckpointNotFoundError,
+    load_model,
+    load_variables,
+    read_metadata,
+    save_variables,
+)
+from afc_jax.checkpoints.torch_import import (
+    StateDictMismatchError,
+    from_torch_state_dict,
+    to_torch_state_dict,
+    torch_key_mapping,
+)
+from afc_jax.checkpoints.torch_reader import (
+    CheckpointFormatError,
+    UnsafeCheckpointError,
+    load_torch_file,
+    read_torch_checkpoint,
+)
+
+__all__ = [
+    "CheckpointFormatError",
+    "CheckpointNotFoundError",
+    "StateDictMismatchError",
+    "UnsafeCheckpointError",
+    "from_torch_state_dict",
+    "load_model",
+    "load_torch_file",
+    "load_variables",
+    "read_metadata",
+    "read_torch_checkpoint",
+    "save_variables",
+    "to_torch_state_dict",
+    "torch_key_mapping",
+]

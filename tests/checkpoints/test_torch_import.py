@@ -1,0 +1,90 @@
+"""State dict -> Flax variables: mapping, layouts and mismatch errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from afc_jax import checkpoints, models
+
+NANO = dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=10)
+FAMILIES = list(models.FAMILIES)
+
+
+def random_state_dict(model, seed=0):
+    """An official-layout state dict made by exporting randomly initialised params."""
+    v = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)))
+    leaves, treedef = jax.tree_util.tree_flatten(v)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+    leaves = [jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)]
+    return checkpoints.to_torch_state_dict(jax.tree_util.tree_unflatten(treedef, leaves), model)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_round_trip_and_layouts(family):
+    model = models.create(family, **NANO)
+    sd = random_state_dict(model)
+    variables = checkpoints.from_torch_state_dict(sd, model)
+    np.testing.assert_array_equal(variables["params"]["head"]["kernel"], sd["head.weight"].T)
+    conv = model.family.torch_layout.block_dwconv.format(i=0, j=0) + ".weight"
+    np.testing.assert_array_equal(
+        variables["params"]["stages_0"]["blocks_0"]["dwconv"]["kernel"],
+        np.transpose(sd[conv], (2, 3, 1, 0)),
+    )
+    back = checkpoints.to_torch_state_dict(variables, model)
+    assert set(back) == set(sd)
+    for k in sd:
+        np.testing.assert_array_equal(back[k], sd[k])
+
+
+def test_afc_polynomial_coefficients_layout():
+    model = models.create("convnext_afc", **NANO)
+    sd = random_state_dict(model)
+    coef = sd["stages.0.0.mlp.act.coef"]
+    assert coef.shape == (64, 3, 1, 1)
+    got = checkpoints.from_torch_state_dict(sd, model)["params"]
+    np.testing.assert_array_equal(
+        got["stages_0"]["blocks_0"]["mlp"]["act"]["coef"], coef[:, :, 0, 0]
+    )
+    np.testing.assert_array_equal(
+        got["downsample_layers_0"]["poly"]["act"]["coef"],
+        sd["downsample_layers.0.1.residual.0.coef"][:, :, 0, 0],
+    )
+
+
+def test_cached_filter_buffers_are_ignored_and_module_prefix_stripped():
+    model = models.create("convnext_afc", **NANO)
+    sd = random_state_dict(model)
+    sd["stages.0.0.mlp.lpf.rect"] = np.ones((14, 8), np.float32)
+    sd["downsample_layers.1.2.filt.filt"] = np.ones((32, 1, 1, 1), np.float32)
+    sd = {"module." + k: v for k, v in sd.items()}
+    checkpoints.from_torch_state_dict(sd, model)
+
+
+def test_missing_unexpected_and_misshaped_keys_are_named():
+    model = models.create("convnext_afc", **NANO)
+    sd = random_state_dict(model)
+    del sd["stages.2.1.gamma"]
+    sd["stages.9.0.gamma"] = np.zeros(3, np.float32)
+    sd["head.weight"] = np.zeros((1000, 64), np.float32)
+    with pytest.raises(checkpoints.StateDictMismatchError) as info:
+        checkpoints.from_torch_state_dict(sd, model)
+    msg = str(info.value)
+    assert "missing keys (1): stages.2.1.gamma" in msg
+    assert "unexpected keys (1): stages.9.0.gamma" in msg
+    assert "head.weight: got (1000, 64), model needs (10, 64)" in msg
+    assert "num_classes" in msg
+
+
+def test_wrong_family_is_reported():
+    afc = models.create("convnext_afc", **NANO)
+    base = models.create("convnext", **NANO)
+    with pytest.raises(checkpoints.StateDictMismatchError, match="missing keys"):
+        checkpoints.from_torch_state_dict(random_state_dict(base), afc)
+
+
+def test_non_mapping_input():
+    with pytest.raises(TypeError, match="read_torch_checkpoint"):
+        checkpoints.from_torch_state_dict([1, 2], models.create("convnext", **NANO))

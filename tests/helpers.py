@@ -1,0 +1,64 @@
+"""Shared test helpers (import as `from tests.helpers import ...`).
+
+The parity fixtures live in `../shared/spec` beside the checkout (override with the environment
+variable `AFC_SHARED_DIR`, pointing either at the `shared` folder or at its `spec` folder).
+Nothing here touches the file system at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_MISSING = (
+    "../shared/spec not found beside the checkout: parity fixtures are unavailable "
+    "(set AFC_SHARED_DIR)"
+)
+
+
+def shared_spec_dir() -> Path | None:
+    """The `spec` folder of the shared fixtures, or None when it cannot be found."""
+    candidates = []
+    env = os.environ.get("AFC_SHARED_DIR")
+    if env:
+        candidates += [Path(env) / "spec", Path(env)]
+    candidates.append(REPO_ROOT.parent / "shared" / "spec")
+    for path in candidates:
+        if (path / "fixtures").is_dir():
+            return path.resolve()
+    return None
+
+
+def require_shared() -> Path:
+    """`shared_spec_dir()`, or skip the calling test when the fixtures are absent."""
+    path = shared_spec_dir()
+    if path is None:
+        pytest.skip(SHARED_MISSING)
+    return path
+
+
+def nchw_to_nhwc(x):
+    """(..., C, H, W) -> (..., H, W, C)."""
+    return np.moveaxis(np.asarray(x), -3, -1)
+
+
+def nhwc_to_nchw(x):
+    """(..., H, W, C) -> (..., C, H, W)."""
+    return np.moveaxis(np.asarray(x), -1, -3)
+
+
+def rel_err(a, ref) -> float:
+    """max|a - ref| / max|ref|, in float64 (0 when both are all zeros)."""
+    a = np.asarray(a, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if a.shape != ref.shape:
+        raise AssertionError(f"shape mismatch: {a.shape} vs reference {ref.shape}")
+    scale = np.max(np.abs(ref)) if ref.size else 0.0
+    diff = np.max(np.abs(a - ref)) if ref.size else 0.0
+    if scale == 0.0:
+        return float(diff)
+    return float(diff / scale)

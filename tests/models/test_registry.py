@@ -1,0 +1,94 @@
+"""Registry names, sizes and parameter tables of every family and size."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from afc_jax import models
+from afc_jax.checkpoints.torch_import import abstract_params, torch_key_mapping
+from tests.helpers import require_shared
+
+FAMILY_OF_TABLE = {
+    "afc_tiny": "convnext_afc_tiny",
+    "baseline_circular_tiny": "convnext_baseline_circular_tiny",
+    "aps_tiny": "convnext_aps_tiny",
+    "convnext_tiny": "convnext_tiny",
+}
+# Published parameter counts of the original ConvNeXt at 1000 classes (millions).
+CONVNEXT_PARAMS_M = {"tiny": 28.6, "small": 50.2, "base": 88.6, "large": 197.8, "xlarge": 350.2}
+
+
+def test_registry_lists_every_family_and_size():
+    names = models.available_models()
+    assert len(names) == 4 + 4 * 5
+    for family in models.FAMILIES:
+        assert family in names
+        for size in models.SIZES:
+            assert f"{family}_{size}" in names
+
+
+def count(model) -> int:
+    return sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(abstract_params(model)))
+
+
+@pytest.mark.parametrize("size", list(CONVNEXT_PARAMS_M))
+def test_original_convnext_parameter_counts_match_the_paper(size):
+    millions = count(models.create(f"convnext_{size}")) / 1e6
+    assert round(millions, 1) == CONVNEXT_PARAMS_M[size]
+
+
+def test_afc_adds_only_polynomial_parameters():
+    # AFC = ConvNeXt + per block (4C*3 coefs + 2 scales) + stem (C*3 + 2 scales + gamma).
+    afc, base = count(models.create("convnext_afc_tiny")), count(models.create("convnext_tiny"))
+    depths, dims = models.SIZES["tiny"]
+    extra = sum(d * (4 * c * 3 + 2) for d, c in zip(depths, dims)) + dims[0] * 3 + 3
+    assert afc - base == extra
+
+
+@pytest.mark.parametrize("table", list(FAMILY_OF_TABLE))
+def test_key_table_matches_the_official_tiny_state_dict(table):
+    spec = require_shared()
+    entries = json.loads((spec / "official_tiny_state_dict_keys.json").read_text())[table]
+    official = {e["key"]: tuple(e["shape"]) for e in entries if e["kind"] == "parameter"}
+    model = models.create(FAMILY_OF_TABLE[table])
+    mapping = torch_key_mapping(model)
+    assert {m.torch_key for m in mapping} == set(official)
+    params = abstract_params(model)
+    for m in mapping:
+        leaf = params
+        for k in m.flax_path:
+            leaf = leaf[k]
+        assert int(np.prod(leaf.shape)) == int(np.prod(official[m.torch_key])), m.torch_key
+
+
+def test_bfloat16_compute_keeps_float32_params():
+    model = models.create(
+        "convnext_afc", depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=3, dtype=jnp.bfloat16
+    )
+    v = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    assert {p.dtype for p in jax.tree_util.tree_leaves(v)} == {jnp.dtype(jnp.float32)}
+    out = jax.jit(model.apply)(v, jnp.ones((1, 32, 32, 3)))
+    assert out.dtype == jnp.bfloat16
+    assert np.all(np.isfinite(np.asarray(out, np.float32)))
+
+
+def test_drop_path_is_active_only_in_training():
+    model = models.create(
+        "convnext_baseline_circular",
+        depths=(1, 1, 1, 1),
+        dims=(8, 8, 8, 8),
+        num_classes=3,
+        drop_path_rate=0.5,
+        layer_scale_init=1.0,
+    )
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
+    v = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+    apply = jax.jit(model.apply, static_argnames="train")
+    np.testing.assert_array_equal(apply(v, x), apply(v, x))
+    train = [apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(s)}) for s in (1, 2)]
+    assert not np.allclose(train[0], train[1])
