@@ -225,8 +225,12 @@ def _shift_factors(n: int, d, *, half: bool, ct):
     """Per-bin multipliers exp(-2 pi i k d / n), with cos(pi d) on an even axis' Nyquist bin."""
     k = integer_frequencies(n, half=half)
     d = jnp.asarray(d, ct)
-    # Reduce k*d modulo n before the exp so large shifts keep float32 accuracy.
-    kd = jnp.mod(jnp.asarray(k, ct) * d, n)
+    # k*d is only needed modulo n. Split d = m + f (m integer, 0 <= f < 1): k*m mod n is exact
+    # in integers and k*f < n/2 keeps its float32 rounding small, so large shifts stay accurate.
+    m = jnp.floor(d)
+    f = d - m
+    km = jnp.mod(jnp.asarray(k, jnp.int32) * jnp.mod(m, n).astype(jnp.int32), n)
+    kd = jnp.mod(km.astype(ct) + jnp.asarray(k, ct) * f, n)
     angle = (-2.0 * math.pi / n) * kd
     ramp = jax.lax.complex(jnp.cos(angle), jnp.sin(angle))
     if n % 2 == 0:
