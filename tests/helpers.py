@@ -62,3 +62,41 @@ def rel_err(a, ref) -> float:
     if scale == 0.0:
         return float(diff)
     return float(diff / scale)
+
+
+def random_variables(model, input_shape=(32, 32), seed: int = 0) -> dict:
+    """Random but well-scaled variables for `model`, made with numpy (no XLA compilation).
+
+    `model.init` compiles every initialiser's RNG (~10 s for a nano model on this CPU); the
+    shapes alone come from `jax.eval_shape`. Values: kernels N(0, 1/fan_in), biases N(0, 0.1),
+    norm scales and polynomial scales 1 + N(0, 0.1), polynomial coefficients the official init +
+    N(0, 0.05), gammas (layer scale, stem gain) 0.5 + N(0, 0.1): every parameter matters.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from afc_jax.layers.activations import DEFAULT_POLY_COEFFS
+
+    shape = (1,) + tuple(input_shape) + (getattr(model, "in_chans", 3),)
+    abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros(shape))
+    rng = np.random.default_rng(seed)
+
+    def make(path, leaf):
+        name = getattr(path[-1], "key", str(path[-1]))
+        noise = rng.standard_normal(leaf.shape)
+        if name == "kernel":
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            value = noise / np.sqrt(fan_in)
+        elif name == "bias":
+            value = 0.1 * noise
+        elif name in ("scale", "in_scale", "out_scale"):
+            value = 1.0 + 0.1 * noise
+        elif name == "coef":
+            value = np.asarray(DEFAULT_POLY_COEFFS) + 0.05 * noise
+        elif name == "gamma":
+            value = 0.5 + 0.1 * noise
+        else:
+            raise KeyError(f"random_variables does not know parameter {name!r}")
+        return jnp.asarray(value, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(make, abstract)

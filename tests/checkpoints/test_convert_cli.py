@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from afc_jax import checkpoints, models
 from afc_jax.checkpoints import convert_torch
 from afc_jax.checkpoints.torch_writer import write_torch_file
+from tests.helpers import random_variables
 
 NANO = dict(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=5)
 
 
 def training_checkpoint(tmp_path):
     model = models.create("convnext_afc", **NANO)
-    v = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    v = random_variables(model)
     ema = jax.tree_util.tree_map(lambda a: a + 1.0, v)
     path = write_torch_file(
         tmp_path / "train.pth",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from afc_jax import checkpoints, models
+from tests.helpers import random_variables
 
 NANO = dict(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=3)
 
@@ -15,7 +16,7 @@ NANO = dict(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=3)
 @pytest.fixture(scope="module")
 def model_and_vars():
     model = models.create("convnext_afc", **NANO)
-    return model, jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    return model, random_variables(model)
 
 
 def test_save_and_load_model(tmp_path, model_and_vars):

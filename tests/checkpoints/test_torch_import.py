@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from afc_jax import checkpoints, models
+from tests.helpers import random_variables
 
 NANO = dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=10)
 FAMILIES = list(models.FAMILIES)
 
 
 def random_state_dict(model, seed=0):
-    """An official-layout state dict made by exporting randomly initialised params."""
-    v = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)))
-    leaves, treedef = jax.tree_util.tree_flatten(v)
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-    leaves = [jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)]
-    return checkpoints.to_torch_state_dict(jax.tree_util.tree_unflatten(treedef, leaves), model)
+    """An official-layout state dict made by exporting random params."""
+    return checkpoints.to_torch_state_dict(random_variables(model, seed=seed), model)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -9,6 +9,7 @@ import pytest
 from jax.experimental import checkify
 
 from afc_jax import models
+from tests.helpers import random_variables
 
 NANO = dict(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=3)
 
@@ -16,7 +17,7 @@ NANO = dict(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=3)
 @pytest.fixture(scope="module")
 def model_and_vars():
     model = models.create("convnext_baseline_circular", **NANO)
-    return model, jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    return model, random_variables(model)
 
 
 def test_wrong_rank(model_and_vars):

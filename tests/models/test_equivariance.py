@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from afc_jax import checkpoints, models, ops
+from tests.helpers import random_variables
 from tests.models.fixtures import io, nano_model, state_dict
 
 EQUIVARIANCE_TOL = 1e-5
@@ -42,18 +43,6 @@ def assert_rel_close(actual, reference, tol=EQUIVARIANCE_TOL):
 
 def rel_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
-
-
-def perturbed_init(model, shape, seed=0):
-    """Random init, then every parameter moved off its init so each one matters."""
-    variables = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1,) + shape + (3,)))
-    leaves, treedef = jax.tree_util.tree_flatten(variables)
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-    leaves = [
-        leaf + 0.2 * jax.random.normal(k, leaf.shape) * (jnp.mean(jnp.abs(leaf)) + 0.1)
-        for leaf, k in zip(leaves, keys)
-    ]
-    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 class Harness:
@@ -81,7 +70,7 @@ class Harness:
 @functools.cache
 def harness(family: str, shape: tuple[int, int]) -> Harness:
     model = models.create(family, **NANO)
-    return Harness(model, perturbed_init(model, shape))
+    return Harness(model, random_variables(model, shape))
 
 
 @functools.cache

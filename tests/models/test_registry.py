@@ -11,7 +11,7 @@ import pytest
 
 from afc_jax import models
 from afc_jax.checkpoints.torch_import import abstract_params, torch_key_mapping
-from tests.helpers import require_shared
+from tests.helpers import random_variables, require_shared
 
 FAMILY_OF_TABLE = {
     "afc_tiny": "convnext_afc_tiny",
@@ -70,7 +70,7 @@ def test_bfloat16_compute_keeps_float32_params():
     model = models.create(
         "convnext_afc", depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=3, dtype=jnp.bfloat16
     )
-    v = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    v = random_variables(model)
     assert {p.dtype for p in jax.tree_util.tree_leaves(v)} == {jnp.dtype(jnp.float32)}
     out = jax.jit(model.apply)(v, jnp.ones((1, 32, 32, 3)))
     assert out.dtype == jnp.bfloat16
@@ -87,7 +87,7 @@ def test_drop_path_is_active_only_in_training():
         layer_scale_init=1.0,
     )
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
-    v = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+    v = random_variables(model)
     apply = jax.jit(model.apply, static_argnames="train")
     np.testing.assert_array_equal(apply(v, x), apply(v, x))
     train = [apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(s)}) for s in (1, 2)]
