@@ -1,26 +1,56 @@
-"""Training entry point (thin wiring; the training loop lands with the training issue).
+"""Train a ConvNeXt/AFC model from a config; running the same command again resumes.
 
-Until then this script says so and exits with status 2 instead of pretending to train.
+    python train.py --config configs/digits.py:model=convnext_afc --workdir runs/digits_afc
+    python train.py --config configs/imagenet.py:model=convnext_afc_tiny --workdir DIR
+
+Multi-host (Cloud TPU pods call jax.distributed.initialize() with no arguments; elsewhere pass
+the coordinator): --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
 
+import os
 import sys
 
-MESSAGE = """\
-afc-jax: training is not implemented yet.
+from absl import app, flags
+from ml_collections import config_flags
 
-The model zoo, parity with the official PyTorch models and checkpoint import are available:
-  - build a model:        from afc_jax import models; models.create("convnext_afc_tiny")
-  - import official .pth: python -m afc_jax.checkpoints.convert_torch --help
-  - see AFC's invariance: python examples/shift_photo.py
-The TFDS pipeline, optax recipe, mesh sharding and orbax training checkpoints are tracked in
-the "Training at pod scale" issue.
-"""
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "training config file", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and config go")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "multi-host: HOST:PORT")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: process count")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "call jax.distributed.initialize() (automatic on TPU pods)"
+)
+flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main() -> int:
-    sys.stderr.write(MESSAGE)
-    return 2
+def main(argv):
+    del argv
+    import jax
+
+    if _COORDINATOR.value or _DISTRIBUTED.value:
+        kwargs = {}
+        if _COORDINATOR.value:
+            kwargs = dict(
+                coordinator_address=_COORDINATOR.value,
+                num_processes=_NUM_PROCESSES.value,
+                process_id=_PROCESS_ID.value,
+            )
+        if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
+            # CPU-only multi-process runs need a collectives backend; harmless on GPU/TPU.
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(**kwargs)
+    from afc_jax.train.loop import ConfigError, train_and_evaluate
+    from afc_jax.data import DatasetNotFoundError
+
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (ConfigError, DatasetNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import jax
-import pytest
+import os
+
+# Eight simulated CPU devices for the sharding tests; must precede the first jax import.
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 from tests.helpers import (  # noqa: F401  (re-exported for convenience)
     nchw_to_nhwc,

@@ -1,0 +1,90 @@
+"""Metrics to a JSON-lines file and TensorBoard (process 0 only), and console progress."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+
+
+class MetricWriter:
+    """Writes `metrics.jsonl` (one object per call, with `step`) and TensorBoard scalars."""
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True):
+        self.enabled = jax.process_index() == 0
+        self._tb = None
+        if not self.enabled:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+        if tensorboard:
+            try:
+                import tensorboard  # noqa: F401  (tf.summary needs it at write time)
+                import tensorflow as tf
+
+                self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+            except Exception as exc:  # TensorBoard is optional; metrics.jsonl is the record
+                print(f"TensorBoard logging disabled: {exc}", file=sys.stderr)
+
+    def write(self, step: int, scalars: dict) -> None:
+        if not self.enabled:
+            return
+        row = {"step": int(step)}
+        for k, v in scalars.items():
+            v = float(v)
+            row[k] = v if math.isfinite(v) else str(v)
+        self._jsonl.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            import tensorflow as tf
+
+            try:
+                with self._tb.as_default(step=int(step)):
+                    for k, v in scalars.items():
+                        tf.summary.scalar(k, float(v))
+                self._tb.flush()
+            except Exception as exc:  # never let TensorBoard stop a run; metrics.jsonl has it
+                print(f"TensorBoard logging disabled: {exc}", file=sys.stderr)
+                self._tb = None
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            if self._tb is not None:
+                self._tb.close()
+
+
+class Progress:
+    """Step rate, images/s and ETA for console lines."""
+
+    def __init__(self, start_step: int, total_steps: int, global_batch: int):
+        self.start_step, self.total, self.batch = start_step, total_steps, global_batch
+        self.t0 = time.time()
+        self.last_t, self.last_step = self.t0, start_step
+
+    def line(self, step: int) -> tuple[str, dict]:
+        now = time.time()
+        dt = max(now - self.last_t, 1e-9)
+        rate = (step - self.last_step) / dt
+        self.last_t, self.last_step = now, step
+        overall = (step - self.start_step) / max(now - self.t0, 1e-9)
+        eta = (self.total - step) / overall if overall > 0 else float("inf")
+        text = f"{rate:.2f} steps/s, {rate * self.batch:.1f} img/s, ETA {_fmt_seconds(eta)}"
+        return text, {"steps_per_sec": rate, "images_per_sec": rate * self.batch}
+
+
+def _fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
+
+
+def log(msg: str) -> None:
+    if jax.process_index() == 0:
+        print(msg, flush=True)

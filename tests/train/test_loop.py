@@ -1,0 +1,159 @@
+"""train.py end to end on the bundled digits: outputs, resume after SIGKILL, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from afc_jax.train.checkpointing import checkpoint_steps, load_raw_state
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "convnext_baseline_circular"  # compiles fastest; the loop does not depend on the family
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def command(workdir, data_dir, *extra):
+    return [
+        sys.executable,
+        str(REPO / "train.py"),
+        f"--config={REPO / 'configs' / 'digits.py'}:model={MODEL}",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={data_dir}",
+        "--config.num_epochs=2",
+        "--config.log_every_steps=5",
+        "--config.checkpoint_every_steps=8",
+        "--config.checkpoint_keep=10",
+        "--config.checkpoint_async=False",
+        *extra,
+    ]
+
+
+def env(devices=1):
+    e = dict(os.environ)
+    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    e["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    e["PYTHONPATH"] = str(REPO)
+    return e
+
+
+def run(workdir, data_dir, *extra, timeout=600):
+    proc = subprocess.run(
+        command(workdir, data_dir, *extra),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    out = run(workdir, data_dir)
+    return workdir, out
+
+
+def test_outputs_metrics_config_and_checkpoints(uninterrupted):
+    workdir, out = uninterrupted
+    assert "steps/s" in out and "img/s" in out and "ETA" in out
+    assert f"checkpoints in {workdir}/checkpoints" in out
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    eval_rows = [r for r in rows if "top1" in r]
+    assert train_rows and all({"step", "loss", "lr"} <= set(r) for r in train_rows)
+    assert len(eval_rows) == 2 and all("ema_top1" in r for r in eval_rows)
+    assert eval_rows[-1]["eval_count"] == 360  # the whole digits test split, once
+    assert eval_rows[-1]["top1"] > 50.0  # two epochs of a nano net already learn digits
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["model"]["name"] == MODEL
+    steps = checkpoint_steps(workdir)
+    assert steps[-1] == 44 and 8 in steps
+
+
+def test_running_the_command_again_resumes_and_does_nothing_more(uninterrupted, data_dir):
+    workdir, _ = uninterrupted
+    out = run(workdir, data_dir)
+    assert "resumed from step 44" in out
+    assert checkpoint_steps(workdir)[-1] == 44
+
+
+def test_sigkill_then_resume_is_bitwise_identical(uninterrupted, tmp_path, data_dir):
+    reference, _ = uninterrupted
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        command(workdir, data_dir), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if (workdir / "checkpoints").exists() and 16 in checkpoint_steps(workdir):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = checkpoint_steps(workdir)[-1]
+    assert 16 <= killed_at < 44
+    out = run(workdir, data_dir)
+    assert f"resumed from step {killed_at}" in out
+    a, step_a = load_raw_state(reference)
+    b, step_b = load_raw_state(workdir)
+    assert step_a == step_b == 44
+    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_localhost(tmp_path, data_dir):
+    port = free_port()
+    workdir = tmp_path / "two_procs"
+    procs = [
+        subprocess.Popen(
+            command(
+                workdir,
+                data_dir,
+                "--config.num_epochs=1",
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ),
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "2 process(es)" in outs[0]
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "top1" in r]
+    assert evals and evals[-1]["eval_count"] == 360  # every example once over both hosts
+    assert checkpoint_steps(workdir)[-1] == 22
