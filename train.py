@@ -10,7 +10,7 @@ the coordinator): --coordinator_address=HOST:PORT --num_processes=N --process_id
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +28,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax/TFDS info lines drown the progress
     import jax
 
     if _COORDINATOR.value or _DISTRIBUTED.value:
@@ -42,14 +44,17 @@ def main(argv):
             # CPU-only multi-process runs need a collectives backend; harmless on GPU/TPU.
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(**kwargs)
-    from afc_jax.train.loop import ConfigError, train_and_evaluate
     from afc_jax.data import DatasetNotFoundError
+    from afc_jax.train.loop import PREEMPTED_EXIT_CODE, ConfigError, Preempted, train_and_evaluate
 
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ConfigError, DatasetNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as exc:
+        print(str(exc), file=sys.stderr, flush=True)
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

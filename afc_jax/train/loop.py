@@ -29,8 +29,54 @@ from afc_jax.train.state import TrainState, init_state, make_eval_step, make_tra
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again", distinct from crashes (1) and usage (2)
+
+
 class ConfigError(ValueError):
     """The configuration cannot work; raised before any compilation."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint of `step` was written and the run stopped."""
+
+    def __init__(self, step: int, workdir: str):
+        super().__init__(
+            f"preempted: checkpoint of step {step} written to {workdir}/checkpoints; run the "
+            "same command again to resume"
+        )
+        self.step = step
+
+
+class _PreemptionWatcher:
+    """Turns SIGTERM into a flag that every process agrees on at a step boundary."""
+
+    def __init__(self):
+        import signal
+
+        self.flag = False
+        self._previous = None
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread (e.g. inside a notebook worker)
+            self._previous = None
+
+    def _handler(self, signum, frame):
+        del signum, frame
+        self.flag = True
+
+    def should_stop(self) -> bool:
+        if jax.process_count() == 1:
+            return self.flag
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.asarray(self.flag, np.int32))
+        return bool(np.any(flags))
+
+    def close(self):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -89,9 +135,10 @@ def _save_config(config, workdir: str) -> None:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
-def evaluate(eval_step, params, eval_iter_fn, mesh) -> dict:
+def evaluate(eval_step, params, eval_batches, mesh) -> dict:
+    """Top-1/top-5/loss over every real example of `eval_batches` (a re-iterable)."""
     totals = None
-    for local in eval_iter_fn():
+    for local in eval_batches:
         batch = sharding.global_batch(local, mesh)
         out = eval_step(params, batch)
         totals = out if totals is None else jax.tree_util.tree_map(jnp.add, totals, out)
@@ -162,10 +209,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     eval_step = jax.jit(make_eval_step(model))
     eval_every = config.eval_every_steps or steps_per_epoch
 
-    def eval_iter_fn():
-        return data.create_eval_iterator(
-            config, process_index=jax.process_index(), process_count=jax.process_count()
-        )
+    # Built once; iterating it again starts a fresh pass over the eval split.
+    eval_batches = data.create_eval_iterator(
+        config, process_index=jax.process_index(), process_count=jax.process_count()
+    )
 
     writer = MetricWriter(workdir)
     train_iter = data.create_train_iterator(
@@ -179,8 +226,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pending = []
     t_compile = time.time()
     step = start_step
+    watcher = _PreemptionWatcher()
     try:
         while step < total_steps:
+            if watcher.should_stop():
+                checkpointing.save(manager, step, state, force=True)
+                manager.wait_until_finished()
+                raise Preempted(step, workdir)
             batch = sharding.global_batch(next(train_iter), mesh)
             state, metrics = train_step(state, batch, step_rng)
             step += 1
@@ -205,8 +257,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 writer.write(step, row)
                 log(f"step {step}/{total_steps}: loss {loss:.4f}, lr {row['lr']:.2e}, {text}")
             if step % eval_every == 0 or step == total_steps:
-                raw = evaluate(eval_step, state.params, eval_iter_fn, mesh)
-                ema = evaluate(eval_step, state.ema_params, eval_iter_fn, mesh)
+                raw = evaluate(eval_step, state.params, eval_batches, mesh)
+                ema = evaluate(eval_step, state.ema_params, eval_batches, mesh)
                 last_eval = {
                     "top1": raw["top1"],
                     "top5": raw["top5"],
@@ -227,6 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if manager.latest_step() != step:
             checkpointing.save(manager, step, state, force=True)
     finally:
+        watcher.close()
         manager.wait_until_finished()
         manager.close()
         writer.close()
@@ -234,4 +287,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return {"step": step, **last_eval}
 
 
-__all__ = ["ConfigError", "TrainState", "build_model", "train_and_evaluate", "validate"]
+__all__ = [
+    "PREEMPTED_EXIT_CODE",
+    "ConfigError",
+    "Preempted",
+    "TrainState",
+    "build_model",
+    "train_and_evaluate",
+    "validate",
+]

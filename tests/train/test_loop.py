@@ -157,3 +157,33 @@ def test_two_processes_on_localhost(tmp_path, data_dir):
     evals = [r for r in rows if "top1" in r]
     assert evals and evals[-1]["eval_count"] == 360  # every example once over both hosts
     assert checkpoint_steps(workdir)[-1] == 22
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_with_the_preemption_code(uninterrupted, tmp_path,
+                                                                         data_dir):
+    reference, _ = uninterrupted
+    workdir = tmp_path / "preempted"
+    proc = subprocess.Popen(command(workdir, data_dir), env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if (workdir / "checkpoints").exists() and checkpoint_steps(workdir):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "run finished before the notice"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 75, out[-2000:]
+    assert "run the same command again to resume" in out
+    stopped_at = checkpoint_steps(workdir)[-1]
+    assert 8 <= stopped_at < 44
+    out = run(workdir, data_dir)
+    assert f"resumed from step {stopped_at}" in out
+    a, _ = load_raw_state(reference)
+    b, _ = load_raw_state(workdir)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
