@@ -1,25 +1,72 @@
-"""Evaluation entry point (thin wiring; the shift-robustness protocols land with their issue).
+"""Shift-robustness evaluation: the paper's certified protocols, side by side.
 
-Until then this script says so and exits with status 2 instead of pretending to evaluate.
+    python eval.py --config configs/digits.py --checkpoint runs/digits_afc \
+        --checkpoint runs/digits_baseline --workdir runs/digits_eval
+    python eval.py --config configs/imagenet.py:model=convnext_afc_tiny \
+        --checkpoint afc=convnext_afc_tiny.pth --workdir $OUT --config.eval.max_examples=1000
+
+--checkpoint (repeat it; `label=path` names a row): a training workdir (or its
+checkpoints/<step> folder; --weights=ema|raw), an afc-jax variables checkpoint, or an official
+.pth (--config.model.name says the family and size). Protocol settings live in the config's
+`eval` section (defaults: afc_jax/evaluation/settings.py), e.g. --config.eval.max_shift=8,
+--config.eval.protocols="('accuracy','integer_grid')". Writes OUT/shift_robustness.json,
+OUT/shift_robustness.md and PNG plots. Multi-host: the same flags as train.py.
 """
 
+import os
 import sys
 
-MESSAGE = """\
-afc-jax: eval.py (certified shift-robustness protocols) is not implemented yet.
+from absl import app, flags
 
-What works today:
-  - convert an official checkpoint: python -m afc_jax.checkpoints.convert_torch --help
-  - load it:  model, variables, _ = afc_jax.checkpoints.load_model("ckpt/afc_tiny")
-  - compare logits under fractional shifts: python examples/shift_photo.py \\
-        --config.checkpoints.afc=ckpt/afc_tiny
-"""
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from afc_jax.evaluation.settings import WEIGHTS, define_config_flag  # noqa: E402
+
+_CONFIG = define_config_flag("config", "the training config file (eval settings: config.eval)")
+_CHECKPOINTS = flags.DEFINE_multi_string(
+    "checkpoint", None, "checkpoint to evaluate ([label=]path); repeat for several"
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "where the json, markdown and plots go")
+_WEIGHTS = flags.DEFINE_enum(
+    "weights", None, list(WEIGHTS), "training checkpoints: EMA or raw weights (eval.weights)"
+)
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "multi-host: HOST:PORT")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: process count")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize()")
+flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
 
 
-def main() -> int:
-    sys.stderr.write(MESSAGE)
-    return 2
+def main(argv):
+    del argv
+    import jax
+
+    if _COORDINATOR.value or _DISTRIBUTED.value:
+        kwargs = {}
+        if _COORDINATOR.value:
+            kwargs = dict(
+                coordinator_address=_COORDINATOR.value,
+                num_processes=_NUM_PROCESSES.value,
+                process_id=_PROCESS_ID.value,
+            )
+        if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(**kwargs)
+
+    from afc_jax.data import DatasetNotFoundError
+    from afc_jax.evaluation import run_shift_robustness
+    from afc_jax.evaluation.loading import CheckpointSpecError
+
+    config = _CONFIG.value
+    if _WEIGHTS.value:
+        with config.unlocked():
+            config.eval.weights = _WEIGHTS.value
+    try:
+        run_shift_robustness(config, list(_CHECKPOINTS.value), _WORKDIR.value)
+    except (DatasetNotFoundError, CheckpointSpecError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

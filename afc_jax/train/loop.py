@@ -278,6 +278,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 checkpointing.save(manager, step, state)
         if manager.latest_step() != step:
             checkpointing.save(manager, step, state, force=True)
+        if not last_eval:  # resumed a finished run: report its evaluation again
+            raw = evaluate(eval_step, state.params, eval_batches, mesh)
+            ema = evaluate(eval_step, state.ema_params, eval_batches, mesh)
+            last_eval = {
+                "top1": raw["top1"],
+                "top5": raw["top5"],
+                "eval_loss": raw["loss"],
+                "ema_top1": ema["top1"],
+                "ema_top5": ema["top5"],
+                "eval_count": raw["count"],
+                "epoch": step / steps_per_epoch,
+            }
     finally:
         watcher.close()
         manager.wait_until_finished()
