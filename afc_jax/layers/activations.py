@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from afc_jax.ops import dft
 from afc_jax.ops.fourier import ideal_lowpass
 
 Dtype = Any
@@ -74,10 +75,14 @@ class LowpassPolynomialActivation(_PolyBase):
 
     Multiplying by a low-passed copy (band |k| < cutoff N / 2) instead of squaring keeps the
     product's aliases out of the band kept by the stem's subsequent stride-4 ideal filter.
+
+    filter_impl: None (default: `ideal_lowpass`), "fft", "matrix" or "auto" (see
+    `afc_jax.ops.dft.lowpass` and `choose_filter_impl`); all agree to float32 round-off.
     """
 
     cutoff: float = 0.75
     filter_rule: str = "strict"
+    filter_impl: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -85,18 +90,29 @@ class LowpassPolynomialActivation(_PolyBase):
         coef, s_in, s_out = self._params(x.shape[-1])
         x, coef, s_in, s_out = nn.dtypes.promote_dtype(x, coef, s_in, s_out, dtype=self.dtype)
         xs = s_in * x
-        smooth = ideal_lowpass(xs, self.cutoff, rule=self.filter_rule)
+        if self.filter_impl is None:
+            smooth = ideal_lowpass(xs, self.cutoff, rule=self.filter_rule)
+        else:
+            impl = self.filter_impl
+            if impl == "auto":
+                impl = dft.choose_filter_impl(
+                    "lowpass", max(x.shape[-3], x.shape[-2]), x.shape[-1]
+                )
+            smooth = dft.lowpass(xs, self.cutoff, rule=self.filter_rule, impl=impl)
         return s_out * (coef[:, 0] + coef[:, 1] * xs + coef[:, 2] * xs * smooth)
 
 
 class StemPolynomialResidual(nn.Module):
     """`x + gamma * LowpassPolynomialActivation(x)`, gamma a trainable scalar initialised to 0.
 
+    `filter_impl` is passed to the activation (default None: today's `ideal_lowpass`).
+
     Params: `gamma` (1,) and the activation's under `act`.
     """
 
     cutoff: float = 0.75
     filter_rule: str = "strict"
+    filter_impl: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -106,6 +122,7 @@ class StemPolynomialResidual(nn.Module):
         y = LowpassPolynomialActivation(
             cutoff=self.cutoff,
             filter_rule=self.filter_rule,
+            filter_impl=self.filter_impl,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="act",

@@ -9,21 +9,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from afc_jax.ops import dft
 from afc_jax.ops.fourier import ideal_downsample, ideal_lowpass
 from afc_jax.ops.padding import circular_pad
 from afc_jax.ops.polyphase import adaptive_polyphase_sampling
 
 
 class IdealBlurPool(nn.Module):
-    """Ideal low-pass (cutoff 1/stride of Nyquist unless given) then keep every stride-th sample."""
+    """Ideal low-pass (cutoff 1/stride of Nyquist unless given) then keep every stride-th sample.
+
+    filter_impl: None (default: `ideal_lowpass` / `ideal_downsample`, full-size FFT round trip
+    and a strided slice), "fft" (spectrum crop to the output size where that is the same map,
+    see `afc_jax.ops.dft.downsample`), "matrix" (separable dense matrices) or "auto"
+    (`afc_jax.ops.dft.choose_filter_impl`). All agree to float32 round-off.
+    """
 
     stride: int = 2
     cutoff: float | None = None
     filter_rule: str = "strict"
+    filter_impl: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (N, H, W, C) -> (N, ceil(H/stride), ceil(W/stride), C)."""
+        if self.filter_impl is not None:
+            impl = self.filter_impl
+            if impl == "auto":
+                impl = dft.choose_filter_impl(
+                    f"downsample{self.stride}", max(x.shape[-3], x.shape[-2]), x.shape[-1]
+                )
+            return dft.downsample(
+                x, self.stride, rule=self.filter_rule, cutoff=self.cutoff, impl=impl
+            )
         if self.cutoff is None or math.isclose(self.cutoff, 1.0 / self.stride):
             return ideal_downsample(x, self.stride, rule=self.filter_rule)
         y = ideal_lowpass(x, self.cutoff, rule=self.filter_rule)

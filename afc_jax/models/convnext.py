@@ -43,11 +43,14 @@ class Resample(nn.Module):
     kind: str
     factor: int
     filter_rule: str = "strict"
+    filter_impl: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.kind == "ideal":
-            return IdealBlurPool(self.factor, filter_rule=self.filter_rule)(x)
+            return IdealBlurPool(
+                self.factor, filter_rule=self.filter_rule, filter_impl=self.filter_impl
+            )(x)
         if self.kind == "subsample":
             return BlurPool(self.factor, filter_size=1)(x)
         if self.kind == "aps":
@@ -66,6 +69,8 @@ class _Configured(nn.Module):
     param_dtype: Dtype = jnp.float32
     precision: Any = None
     filter_rule: str = "strict"
+    mlp_impl: str = "auto"
+    filter_impl: str = "auto"
 
     def norm(self, name: str) -> LayerNorm:
         return LayerNorm(
@@ -99,11 +104,12 @@ class Stem(_Configured):
         if self.family.stem_polynomial:
             x = StemPolynomialResidual(
                 filter_rule=self.filter_rule,
+                filter_impl=self.filter_impl,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name="poly",
             )(x)
-        x = Resample(self.family.downsampling, 4, self.filter_rule)(x)
+        x = Resample(self.family.downsampling, 4, self.filter_rule, self.filter_impl)(x)
         return self.norm("norm")(x)
 
 
@@ -116,7 +122,7 @@ class Downsample(_Configured):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.norm("norm")(x)
         x = self.conv(self.features, 2, (0, 1), "conv")(x)
-        return Resample(self.family.downsampling, 2, self.filter_rule)(x)
+        return Resample(self.family.downsampling, 2, self.filter_rule, self.filter_impl)(x)
 
 
 class Block(_Configured):
@@ -142,7 +148,13 @@ class Block(_Configured):
         y = self.norm("norm")(y)
         mlp_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
         if self.family.mlp == "alias_free":
-            y = AliasFreeMLP(filter_rule=self.filter_rule, name="mlp", **mlp_kw)(y)
+            y = AliasFreeMLP(
+                filter_rule=self.filter_rule,
+                impl=self.mlp_impl,
+                filter_impl=self.filter_impl,
+                name="mlp",
+                **mlp_kw,
+            )(y)
         else:
             y = GeluMLP(name="mlp", **mlp_kw)(y)
         if self.layer_scale_init > 0:
@@ -171,6 +183,8 @@ class Stage(_Configured):
                 param_dtype=self.param_dtype,
                 precision=self.precision,
                 filter_rule=self.filter_rule,
+                mlp_impl=self.mlp_impl,
+                filter_impl=self.filter_impl,
                 drop_path=rate,
                 layer_scale_init=self.layer_scale_init,
                 name=f"blocks_{j}",
@@ -194,6 +208,11 @@ class ConvNeXt(nn.Module):
         FFTs always run in float32.
       precision: matmul/conv precision passed to XLA (e.g. "highest" for parity on TPU).
       filter_rule: "strict" or "official" ideal-filter band rule (see `afc_jax.ops.fourier`).
+      mlp_impl: AFC block MLP formulation: "reference" (the official one, pointwise layers at
+        2x resolution), "fast" (pointwise layers at 1x, only the polynomial on a fine grid;
+        equal to round-off) or "auto" (= "fast"). See `afc_jax.layers.mlp.AliasFreeMLP`.
+      filter_impl: ideal filters as "fft", "matrix" (separable dense DFT matrices) or "auto"
+        (per layer, from map size, channels and backend: `afc_jax.ops.dft.choose_filter_impl`).
       debug: check inputs for NaN/Inf (eagerly when not traced; under jit with
         `jax.experimental.checkify`).
     """
@@ -210,6 +229,8 @@ class ConvNeXt(nn.Module):
     param_dtype: Dtype = jnp.float32
     precision: Any = None
     filter_rule: str = "strict"
+    mlp_impl: str = "auto"
+    filter_impl: str = "auto"
     debug: bool = False
 
     def setup(self):
@@ -224,6 +245,8 @@ class ConvNeXt(nn.Module):
             param_dtype=self.param_dtype,
             precision=self.precision,
             filter_rule=self.filter_rule,
+            mlp_impl=self.mlp_impl,
+            filter_impl=self.filter_impl,
         )
         self.downsample_layers = [Stem(features=self.dims[0], **common)] + [
             Downsample(features=self.dims[i], **common) for i in range(1, 4)

@@ -1,0 +1,1 @@
+"""Benchmark suite for afc-jax: `python -m benchmarks.run` (see benchmarks/README.md)."""
