@@ -53,14 +53,19 @@ def bench_mlp(stages, batch: int, iters: int, variants, log=print) -> list:
             def fwd(p, x, module=module):
                 return module.apply({"params": p}, x)
 
-            def loss(p, x, module=module, r=r):
+            def loss(p, x, r, module=module):
+                # r is an argument, not a closed-over constant: XLA would otherwise fold the
+                # backward of the last (linear) filter applied to it at compile time.
                 return jnp.sum(module.apply({"params": p}, x) * r)
 
             row = {"size": size, "channels": channels, "batch": batch, "variant": label}
-            for mode, fn in (("eval", fwd), ("train", jax.grad(loss, argnums=(0, 1)))):
-                compiled, secs, info = compile_fn(fn, params, x)
+            for mode, fn, args in (
+                ("eval", fwd, (params, x)),
+                ("train", jax.grad(loss, argnums=(0, 1)), (params, x, r)),
+            ):
+                compiled, secs, info = compile_fn(fn, *args)
                 row[mode] = {"compile_s": secs, **info}
-                steps[(label, mode)] = lambda c=compiled, p=params, x=x: block(c(p, x))
+                steps[(label, mode)] = lambda c=compiled, a=args: block(c(*a))
             stage_rows[label] = row
         for (label, mode), t in round_robin(steps, iters).items():
             stage_rows[label][mode].update(t)
@@ -80,6 +85,8 @@ def filter_cases(quick: bool, batch: int):
     down4 = {i: (lambda x, i=i: dft.downsample(x, 4, impl=i)) for i in impls}
     cases = [("stem lowpass 0.75", stem, lowpass)]
     if not quick:
+        # the fast stem filters the (N, H, W, 3) image instead (see afc_jax.models.convnext.Stem)
+        cases.append(("stem image lowpass 0.75", stem[:3] + (3,), lowpass))
         cases.append(("stem downsample 4", stem, down4))
     for n, c in stages:
         fns = {i: (lambda x, i=i: dft.downsample(x, 2, impl=i)) for i in impls}

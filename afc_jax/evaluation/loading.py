@@ -39,6 +39,9 @@ MODEL_FIELDS = (
     "dtype",
     "filter_rule",
 )
+# How the model computes, not what: taken from the evaluating config, never from a saved run
+# (a run trained with GPU-friendly filters can be evaluated with CPU-friendly ones).
+IMPL_FIELDS = ("mlp_impl", "filter_impl")
 
 
 class CheckpointSpecError(ValueError):
@@ -135,6 +138,8 @@ def model_config(config: ml_collections.ConfigDict, saved: dict | None = None):
     for k in ("depths", "dims"):
         if fields.get(k) is not None:
             fields[k] = tuple(int(v) for v in fields[k])
+    for k in IMPL_FIELDS:
+        fields[k] = config.model.get(k) or "auto"
     return ml_collections.ConfigDict({"model": fields})
 
 

@@ -85,9 +85,23 @@ class LowpassPolynomialActivation(_PolyBase):
     filter_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x: (..., H, W, C) -> same shape."""
+    def __call__(self, x: jax.Array, x_lowpass: jax.Array | None = None) -> jax.Array:
+        """x: (..., H, W, C) -> same shape.
+
+        x_lowpass: `lowpass(x, cutoff)` (same shape) when the caller has it more cheaply, e.g.
+        the AFC stem, which filters the 3-channel image before its circular conv (the two
+        commute); None filters x here.
+        """
         coef, s_in, s_out = self._params(x.shape[-1])
+        if x_lowpass is not None:
+            if x_lowpass.shape != x.shape:
+                raise ValueError(f"x_lowpass {x_lowpass.shape} must have x's shape {x.shape}")
+            x, x_lowpass, coef, s_in, s_out = nn.dtypes.promote_dtype(
+                x, x_lowpass, coef, s_in, s_out, dtype=self.dtype
+            )
+            xs = s_in * x
+            smooth = s_in * x_lowpass
+            return s_out * (coef[:, 0] + coef[:, 1] * xs + coef[:, 2] * xs * smooth)
         x, coef, s_in, s_out = nn.dtypes.promote_dtype(x, coef, s_in, s_out, dtype=self.dtype)
         xs = s_in * x
         if self.filter_impl is None:
@@ -105,7 +119,8 @@ class LowpassPolynomialActivation(_PolyBase):
 class StemPolynomialResidual(nn.Module):
     """`x + gamma * LowpassPolynomialActivation(x)`, gamma a trainable scalar initialised to 0.
 
-    `filter_impl` is passed to the activation (default None: today's `ideal_lowpass`).
+    `filter_impl` is passed to the activation (default None: today's `ideal_lowpass`), and so
+    is `x_lowpass` (see `LowpassPolynomialActivation`).
 
     Params: `gamma` (1,) and the activation's under `act`.
     """
@@ -117,7 +132,8 @@ class StemPolynomialResidual(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, x_lowpass: jax.Array | None = None) -> jax.Array:
+        """x: (..., H, W, C) -> same shape; x_lowpass: None or `lowpass(x, cutoff)`."""
         gamma = self.param("gamma", nn.initializers.zeros, (1,), self.param_dtype)
         y = LowpassPolynomialActivation(
             cutoff=self.cutoff,
@@ -126,7 +142,7 @@ class StemPolynomialResidual(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="act",
-        )(x)
+        )(x, x_lowpass)
         x, y, gamma = nn.dtypes.promote_dtype(x, y, gamma, dtype=self.dtype)
         return x + gamma * y
 

@@ -514,10 +514,11 @@ def choose_filter_impl(op: str, size: int, channels: int, backend: str | None = 
 
     Rule: TPU -> "matrix" always. CPU/GPU -> "matrix" when the dense separable form costs at most
     DENSE_COST_LIMIT[backend] multiply-adds per sample (`dense_cost`), else "fft". For a 224 px
-    ConvNeXt the costs are 448 (the stem's 224x224 low-pass), 70 (its stride-4 filter), <= 42
-    (the stride-2 filters) and <= 93 (each MLP resampling, fast or reference): all "matrix" on
-    the CPU (limit 512, so the FFT takes the full-size low-pass of inputs above 256 px); on a
-    GPU (limit 256) the stem's 224x224 low-pass goes to the FFT.
+    ConvNeXt the costs are 448 (the stem's 224x224 low-pass: of the 3-channel image in the fast
+    formulation, of the 96-channel conv output in the reference one), 70 (its stride-4 filter),
+    <= 42 (the stride-2 filters) and <= 93 (each MLP resampling, fast or reference): all
+    "matrix" on the CPU (limit 512, so the FFT takes the full-size low-pass of inputs above
+    256 px); on a GPU (limit 256) the stem's 224x224 low-pass goes to the FFT.
     """
     del channels
     backend = backend or jax.default_backend()
