@@ -28,7 +28,7 @@ N = 20
 def config(**eval_overrides):
     from configs import digits
 
-    c = digits.get_config(f"model={FAMILY}")
+    c = digits.get_config(f"model={FAMILY},image_size=32")
     c.model.depths, c.model.dims = NANO["depths"], NANO["dims"]
     c.eval_batch_size = 16
     c = ev_lib.with_eval_config(c)
@@ -94,7 +94,8 @@ def saved(tmp_path_factory):
 def test_every_checkpoint_kind_loads(saved):
     from configs import digits
 
-    c = digits.get_config()  # AFC: the run's config.json and the variables metadata win
+    # AFC at 32x32: the run's config.json and the variables metadata win
+    c = digits.get_config("image_size=32")
     train_ema = loading.load_checkpoint(str(saved["run"]), c, 10, weights="ema")
     assert train_ema.source == "training" and train_ema.step == 7
     assert train_ema.model.family.name == FAMILY and tuple(train_ema.model.dims) == NANO["dims"]
@@ -115,7 +116,7 @@ def test_every_checkpoint_kind_loads(saved):
     with pytest.raises(loading.CheckpointSpecError, match="not a checkpoint"):
         loading.load_checkpoint(str(saved["run"].parent), c, 10)
     with pytest.raises(ValueError):
-        wrong = digits.get_config(f"model={FAMILY}")  # default nano dims differ
+        wrong = digits.get_config(f"model={FAMILY},image_size=32")  # default nano dims differ
         loading.load_checkpoint(str(saved["pth"]), wrong, 10)
 
 
