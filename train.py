@@ -5,10 +5,17 @@
 
 Multi-host (Cloud TPU pods call jax.distributed.initialize() with no arguments; elsewhere pass
 the coordinator): --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
+
+Exit codes: 0 done; 2 configuration or data error (fix and rerun); 3 non-finite loss or
+gradient with nonfinite='stop'; 4 watchdog (no progress: hung host or device; rerun); 74 a
+checkpoint could not be written (disk full?; rerun after fixing); 75 preempted (SIGTERM; rerun);
+1 anything else, including another process of a multi-host run dying (this one then exits at
+once instead of waiting for it).
 """
 
 import os
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -22,6 +29,12 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: proces
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "call jax.distributed.initialize() (automatic on TPU pods)"
+)
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_s",
+    100,
+    "multi-host: a process that sends no heartbeat for this long is declared dead and every "
+    "other process exits with an error (instead of waiting for it)",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -43,18 +56,45 @@ def main(argv):
         if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
             # CPU-only multi-process runs need a collectives backend; harmless on GPU/TPU.
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        kwargs["heartbeat_timeout_seconds"] = _HEARTBEAT.value
         jax.distributed.initialize(**kwargs)
-    from afc_jax.data import DatasetNotFoundError
-    from afc_jax.train.loop import PREEMPTED_EXIT_CODE, ConfigError, Preempted, train_and_evaluate
+    from afc_jax.data.pipeline import DataError, DatasetNotFoundError
+    from afc_jax.train import loop
+    from afc_jax.train.checkpointing import CheckpointCorruptError, CheckpointSaveError
 
     try:
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, DatasetNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except Preempted as exc:
+        loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (loop.ConfigError, DataError, DatasetNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(loop.CONFIG_EXIT_CODE)
+    except loop.Preempted as exc:
         print(str(exc), file=sys.stderr, flush=True)
-        sys.exit(PREEMPTED_EXIT_CODE)
+        sys.exit(loop.PREEMPTED_EXIT_CODE)
+    except loop.NonFiniteError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(loop.NONFINITE_EXIT_CODE)
+    except CheckpointSaveError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(loop.CHECKPOINT_EXIT_CODE)
+    except CheckpointCorruptError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except Exception as exc:
+        if jax.process_count() == 1:
+            raise
+        # Most likely another process died (a collective failed). Exit now: the normal exit
+        # would wait in jax.distributed's shutdown barrier for the dead process.
+        traceback.print_exc()
+        print(
+            f"error: process {jax.process_index()} of {jax.process_count()} stopped: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. Another "
+            "process has probably died (see its log); exiting without waiting for it. Run the "
+            "same command on every host again to resume from the newest checkpoint.",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        os._exit(1)
 
 
 if __name__ == "__main__":

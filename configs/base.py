@@ -21,6 +21,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.head_init_scale = 1.0
     c.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
     c.model.filter_rule = "strict"
+    # How AFC computes (not what): both choices give the same function to float32 round-off
+    # and the same parameters. mlp_impl: "reference" (official, pointwise layers at 2x),
+    # "fast" or "auto" (= "fast"); filter_impl: "fft", "matrix" or "auto" (per layer from
+    # (size, channels, backend): afc_jax.ops.dft.choose_filter_impl). Ignored by other families.
+    c.model.mlp_impl = "auto"
+    c.model.filter_impl = "auto"
 
     # ----------------------------------------------------------------- data
     c.data = ml_collections.ConfigDict()
@@ -87,6 +93,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 1000
     c.checkpoint_keep = 3
     c.checkpoint_async = True
+
+    # ----------------------------------------------------------------- reliability
+    c.nonfinite = "stop"  # NaN/Inf loss or gradient: "stop" (exit 3) or "skip" (drop, count)
+    c.watchdog_timeout_s = 1800  # exit (code 4) after this long without a step; 0 disables
     return c
 
 

@@ -17,6 +17,13 @@ epoch k // steps_per_epoch before decoding anything.
 Evaluation: each process reads a contiguous, near-even part of the eval split (sizes differ by
 at most one), pads it with masked examples to `eval_steps(...)` full batches, so all processes
 run the same number of steps and every example is counted exactly once.
+
+Bad files (image folders): an image that cannot be read or decoded is skipped, not fatal: it
+keeps its position as a zero image with mask False (no weight in training, not counted in
+evaluation), is counted, and a warning names it. Keeping the position keeps the batch of every
+step the same, so resumes stay exact. Configuration mistakes (more classes than
+`config.data.num_classes`, a label outside [0, num_classes), a missing or empty dataset or
+split) raise `DataError` / `DatasetNotFoundError` with what to change, before any compilation.
 """
 
 from __future__ import annotations
@@ -55,6 +62,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """The configured dataset, split or folder is not available; the message says what to do."""
 
 
+class DataError(ValueError):
+    """The dataset does not fit the config (class count, labels, image size, batch size)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     num_classes: int
@@ -83,8 +94,19 @@ class _Source:
         raise NotImplementedError
 
     def host_dataset(self, split: str, process_index: int, process_count: int) -> tf.data.Dataset:
-        """(image, label) pairs of this host's contiguous part of `split`, in a fixed order."""
+        """(raw, label) pairs of this host's contiguous part of `split`, in a fixed order;
+        `read(raw)` gives the image in `image_kind`."""
         raise NotImplementedError
+
+    # Files on disk can be unreadable or undecodable (TFDS records were checked when built).
+    fallible = False
+
+    def read(self, raw) -> tf.Tensor:
+        return raw
+
+    def describe(self, raw) -> tf.Tensor:
+        """A tf.string naming the example (for warnings about skipped examples)."""
+        return tf.constant("")
 
 
 def _even_bounds(n: int, process_index: int, process_count: int) -> tuple[int, int]:
@@ -106,7 +128,7 @@ class _TfdsSource(_Source):
         features = info.features
         for key in (self.image_key, self.label_key):
             if key not in features:
-                raise ValueError(
+                raise DataError(
                     f"TFDS dataset {name!r} has no {key!r} feature (features: {list(features)}); "
                     "only image classification datasets with image and label features work here"
                 )
@@ -201,13 +223,20 @@ class _FolderSource(_Source):
     def num_examples(self, split: str) -> int:
         return len(self._split(split)[0])
 
+    fallible = True
+
     def host_dataset(self, split: str, process_index: int, process_count: int) -> tf.data.Dataset:
         paths, labels = self._split(split)
         start, stop = _even_bounds(len(paths), process_index, process_count)
-        ds = tf.data.Dataset.from_tensor_slices(
+        return tf.data.Dataset.from_tensor_slices(
             (np.asarray(paths[start:stop], dtype=object), np.asarray(labels[start:stop], np.int64))
         )
-        return ds.map(lambda path, label: (tf.io.read_file(path), label))
+
+    def read(self, raw) -> tf.Tensor:
+        return tf.io.read_file(raw)  # inside the guarded decode: a vanished file is skipped too
+
+    def describe(self, raw) -> tf.Tensor:
+        return raw
 
 
 @functools.lru_cache(maxsize=4)
@@ -297,7 +326,7 @@ def _digits_upsample(config) -> int:
     factor = config.data.get("digits_upsample", None)
     if factor is None:
         if size % 8:
-            raise ValueError(
+            raise DataError(
                 f"source 'digits' makes (8 f) x (8 f) images; config.data.image_size={size} is not "
                 "a multiple of 8 (set it to 32 for the default factor 4)"
             )
@@ -306,7 +335,7 @@ def _digits_upsample(config) -> int:
     if factor == size and size % 8 == 0 and size != 8:  # given as the target size
         factor = size // 8
     if 8 * factor != size:
-        raise ValueError(
+        raise DataError(
             f"config.data.digits_upsample={factor} makes {8 * factor}x{8 * factor} digits but "
             f"config.data.image_size is {size}; make image_size = 8 * digits_upsample"
         )
@@ -336,18 +365,18 @@ def _open_source(config, probe_split: str) -> _Source:
 
         builder = digits.prepare_digits(config.data.data_dir, _digits_upsample(config))
         return _TfdsSource(builder, "afc_digits")
-    raise ValueError(f"unknown config.data.source {source!r}; choose one of {SOURCES}")
+    raise DataError(f"unknown config.data.source {source!r}; choose one of {SOURCES}")
 
 
 def _check_classes(source: _Source, config) -> None:
     n = int(config.data.num_classes)
     if n < 1:
-        raise ValueError(f"config.data.num_classes must be >= 1, got {n}")
+        raise DataError(f"config.data.num_classes must be >= 1, got {n}")
     found = source.dataset_num_classes
     if found is None:
         return
     if found > n:
-        raise ValueError(
+        raise DataError(
             f"{source.name} has {found} classes but config.data.num_classes is {n}: labels "
             f"would fall outside [0, {n}). Set config.data.num_classes = {found}."
         )
@@ -367,7 +396,11 @@ def _open_checked(config) -> tuple[_Source, int, int]:
     num_eval = source.num_examples(config.data.eval_split)
     for split, n in ((config.data.train_split, num_train), (config.data.eval_split, num_eval)):
         if n <= 0:
-            raise DatasetNotFoundError(f"split {split!r} of {source.name} is empty")
+            hint = f" Expected layout: {IMAGE_FOLDER_LAYOUT}." if source.fallible else ""
+            raise DatasetNotFoundError(
+                f"split {split!r} of {source.name} is empty (no examples): check "
+                f"config.data.train_split / config.data.eval_split and the data.{hint}"
+            )
     return source, num_train, num_eval
 
 
@@ -390,7 +423,7 @@ def dataset_info(config) -> DatasetInfo:
 
 def _local_batch(global_batch: int, process_count: int, what: str) -> int:
     if global_batch < process_count or global_batch % process_count:
-        raise ValueError(
+        raise DataError(
             f"{what}={global_batch} must be a positive multiple of the process count "
             f"{process_count}"
         )
@@ -460,13 +493,12 @@ def _train_preprocess_fn(config, kind: str, process_index: int):
     size = int(config.data.image_size)
     aug = config.augment
     unit = 1.0 if kind == "float" else 255.0
-    num_classes = int(config.data.num_classes)
     mean = tuple(config.data.mean)
     fill = tuple(float(round(m * 255)) for m in (mean * 3 if len(mean) == 1 else mean))
     base_seed = tf.constant([int(config.seed), _SALT_AUGMENT], tf.int64)
 
     @tf.autograph.experimental.do_not_convert
-    def preprocess(epoch, position, image, label):
+    def preprocess(epoch, position, image):
         key = tf.random.experimental.stateless_fold_in(base_seed, epoch)
         key = tf.random.experimental.stateless_fold_in(key, process_index)
         key = tf.random.experimental.stateless_fold_in(key, position)
@@ -502,8 +534,7 @@ def _train_preprocess_fn(config, kind: str, process_index: int):
         img = _normalise(img01, config)
         if aug.random_erasing and aug.random_erasing > 0:
             img = augment.random_erasing(img, k_erase, float(aug.random_erasing))
-        img = tf.ensure_shape(tf.cast(img, tf.float32), (size, size, 3))
-        return img, _checked_label(label, num_classes)
+        return tf.ensure_shape(tf.cast(img, tf.float32), (size, size, 3))
 
     return preprocess
 
@@ -512,16 +543,63 @@ def _eval_preprocess_fn(config, kind: str):
     size = int(config.data.image_size)
     crop_pct = float(config.data.eval_crop_pct)
     unit = 1.0 if kind == "float" else 255.0
-    num_classes = int(config.data.num_classes)
 
     @tf.autograph.experimental.do_not_convert
-    def preprocess(image, label):
+    def preprocess(image):
         img = augment.resize_short_center_crop(_decode_full(image, kind), size, crop_pct)
         img = _normalise(_to_grid(img, kind) / unit, config)
-        img = tf.ensure_shape(tf.cast(img, tf.float32), (size, size, 3))
-        return img, _checked_label(label, num_classes)
+        return tf.ensure_shape(tf.cast(img, tf.float32), (size, size, 3))
 
     return preprocess
+
+
+def _map_images(ds, source: _Source, image_fn, size: int, num_classes: int) -> tf.data.Dataset:
+    """(*keys, raw, label) -> (image, label, ok, name): `image_fn(*keys, source.read(raw))`.
+
+    For fallible sources (files on disk) an example whose reading or decoding fails does not
+    stop the pipeline: it becomes a zero image with ok=False (and `name` says which file), in
+    its own position, so the batch of a step stays the same with or without a resume. The
+    training step gives such examples no weight; evaluation does not count them. Label checks
+    stay outside the guard: a bad label is an error, not a skipped example.
+    """
+
+    def check(image, label, ok, name):
+        return image, _checked_label(label, num_classes), ok, name
+
+    if not source.fallible:
+
+        @tf.autograph.experimental.do_not_convert
+        def plain(*args):
+            *keys, raw, label = args
+            return image_fn(*keys, source.read(raw)), label, tf.constant(True), tf.constant("")
+
+        ds = ds.map(plain, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.map(check)
+
+    @tf.autograph.experimental.do_not_convert
+    def guarded(*args):
+        *keys, raw, label = args
+        element = tf.data.Dataset.from_tensors(tuple(args))
+
+        def good(*a):
+            return image_fn(*a[:-2], source.read(a[-2])), tf.constant(True), tf.constant("")
+
+        def bad(*a):
+            return tf.zeros((size, size, 3), tf.float32), tf.constant(False), source.describe(a[-2])
+
+        first = element.map(good).ignore_errors().concatenate(element.map(bad)).take(1)
+        return first.map(lambda image, ok, name: (image, label, ok, name))
+
+    # One tiny dataset per example (its failure cannot affect the others); the deterministic
+    # interleave of single-element datasets keeps the input order.
+    ds = ds.interleave(
+        guarded,
+        cycle_length=tf.data.AUTOTUNE,
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return ds.map(check)
 
 
 def _options() -> tf.data.Options:
@@ -542,7 +620,7 @@ def create_train_dataset(
     source, num_train, _ = _open_checked(config)
     steps = num_train // int(config.batch_size)
     if steps < 1:
-        raise ValueError(
+        raise DataError(
             f"batch_size={config.batch_size} is larger than the train split ({num_train} "
             f"examples of {source.name}); lower config.batch_size"
         )
@@ -572,44 +650,114 @@ def create_train_dataset(
         return ds.map(lambda pos, ex: (epoch, pos, ex[0], ex[1]))
 
     ds = tf.data.Dataset.counter(start=start_epoch, dtype=tf.int64).flat_map(epoch_dataset)
-    ds = ds.map(
+    ds = _map_images(
+        ds,
+        source,
         _train_preprocess_fn(config, source.image_kind, process_index),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
+        int(config.data.image_size),
+        int(config.data.num_classes),
     )
     ds = ds.batch(local_batch, drop_remainder=True)
-    ds = ds.map(lambda image, label: {"image": image, "label": label})
+    ds = ds.map(_batch_dict)
     ds = ds.prefetch(int(config.data.prefetch) if config.data.prefetch else tf.data.AUTOTUNE)
     return ds.with_options(_options())
 
 
+def _batch_dict(image, label, mask, skipped):
+    return {"image": image, "label": label, "mask": mask, "skipped": skipped}
+
+
+class SkippedExamples:
+    """Counts (and warns once about) examples that could not be read or decoded."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.count = 0
+        self.names: list[str] = []  # the first few, for messages
+        self._warned: set[bytes] = set()
+
+    def take(self, batch: dict) -> dict:
+        """The batch without its "skipped" names; counts and warns about the named ones."""
+        batch = dict(batch)
+        names = batch.pop("skipped", None)
+        if names is not None:
+            for name in names[names != b""]:
+                self.count += 1
+                if name not in self._warned:
+                    self._warned.add(name)
+                    text = name.decode("utf-8", "replace")
+                    if len(self.names) < 20:
+                        self.names.append(text)
+                    _log.warning(
+                        "skipped an undecodable or unreadable image in the %s data: %s "
+                        "(%d skipped so far; it gets no weight and is not counted)",
+                        self.what,
+                        text,
+                        self.count,
+                    )
+        return batch
+
+
+def _numpy_batches(ds: tf.data.Dataset, skipped: SkippedExamples):
+    try:
+        for batch in tfds.as_numpy(ds):
+            yield skipped.take(batch)
+    except Exception as exc:  # not BaseException: GeneratorExit must pass untouched
+        if isinstance(exc, tf.errors.InvalidArgumentError) and "label" in str(exc):
+            message = str(exc).splitlines()[0]
+            raise DataError(f"bad label in the {skipped.what} data: {message}") from None
+        raise
+
+
+class TrainBatches:
+    """Iterator of training batches; `.skipped` counts unreadable examples seen so far."""
+
+    def __init__(self, ds: tf.data.Dataset):
+        self.skipped = SkippedExamples("training")
+        self._it = _numpy_batches(ds, self.skipped)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self._it)
+
+
 def create_train_iterator(
     config, *, process_index: int = 0, process_count: int = 1, start_step: int = 0
-) -> Iterator[dict[str, np.ndarray]]:
-    """Infinite iterator of {"image": float32 (B, S, S, 3), "label": int32 (B,)} numpy batches,
-    B = config.batch_size // process_count, this process's part of global step start_step, ...
+) -> TrainBatches:
+    """Infinite iterator of {"image": float32 (B, S, S, 3), "label": int32 (B,), "mask": bool
+    (B,)} numpy batches, B = config.batch_size // process_count, this process's part of global
+    step start_step, start_step + 1, ...
 
     Deterministic: the same (config, process_index, process_count) gives the same batch for the
-    same step, whatever start_step the iterator was made with.
+    same step, whatever start_step the iterator was made with. An image-folder file that cannot
+    be read or decoded keeps its place as a zero image with mask False (the train step gives it
+    no weight); `.skipped.count` counts them and each is warned about once.
     """
     ds = create_train_dataset(
         config, process_index=process_index, process_count=process_count, start_step=start_step
     )
-    return iter(tfds.as_numpy(ds))
+    return TrainBatches(ds)
 
 
 class EvalBatches:
-    """Finite, re-iterable eval batches {"image", "label", "mask"} (iterate once per eval)."""
+    """Finite, re-iterable eval batches {"image", "label", "mask"} (iterate once per eval).
+
+    `.skipped.count` counts the unreadable eval examples of the last pass (each file is warned
+    about once)."""
 
     def __init__(self, dataset: tf.data.Dataset, num_steps: int):
         self.dataset = dataset
         self.num_steps = num_steps
+        self.skipped = SkippedExamples("evaluation")
 
     def __len__(self) -> int:
         return self.num_steps
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        return iter(tfds.as_numpy(self.dataset))
+        self.skipped.count = 0  # per pass; each file is still warned about only once
+        return _numpy_batches(self.dataset, self.skipped)
 
 
 def create_eval_iterator(config, *, process_index: int = 0, process_count: int = 1) -> EvalBatches:
@@ -633,18 +781,24 @@ def create_eval_iterator(config, *, process_index: int = 0, process_count: int =
     ds = source.host_dataset(config.data.eval_split, process_index, process_count)
     if config.data.cache:
         ds = ds.cache()
-    ds = ds.map(
+    ds = _map_images(
+        ds,
+        source,
         _eval_preprocess_fn(config, source.image_kind),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
+        size,
+        int(config.data.num_classes),
     )
-    ds = ds.map(lambda image, label: (image, label, tf.constant(True)))
     pad = tf.data.Dataset.from_tensors(
-        (tf.zeros((size, size, 3), tf.float32), tf.constant(0, tf.int32), tf.constant(False))
+        (
+            tf.zeros((size, size, 3), tf.float32),
+            tf.constant(0, tf.int32),
+            tf.constant(False),
+            tf.constant(""),
+        )
     ).repeat()
     ds = ds.concatenate(pad).take(steps * local_batch)
     ds = ds.batch(local_batch, drop_remainder=True)
-    ds = ds.map(lambda image, label, mask: {"image": image, "label": label, "mask": mask})
+    ds = ds.map(_batch_dict)
     ds = ds.prefetch(int(config.data.prefetch) if config.data.prefetch else tf.data.AUTOTUNE)
     return EvalBatches(ds.with_options(_options()), steps)
 
@@ -656,9 +810,12 @@ def local_eval_count(num_eval: int, process_index: int, process_count: int) -> i
 
 
 __all__ = [
+    "DataError",
     "DatasetInfo",
     "DatasetNotFoundError",
     "EvalBatches",
+    "SkippedExamples",
+    "TrainBatches",
     "create_eval_iterator",
     "create_train_dataset",
     "create_train_iterator",

@@ -1,43 +1,370 @@
-"""Orbax training checkpoints: periodic (async) saves, keep-N, resume from the latest.
+"""Orbax training checkpoints that survive crashes, full disks and bit rot.
 
-Checkpoints live in `<workdir>/checkpoints/<step>/`. Orbax writes each one to a temporary
-directory and renames it when complete, so a crash mid-save never leaves a checkpoint that
-looks finished; `max_to_keep` only deletes old checkpoints after a newer one is committed.
-Restores take the abstract state with the *current* shardings, so a checkpoint written on one
-mesh restores onto another (different device count or FSDP layout).
+Checkpoints live in `<workdir>/checkpoints/<step>/`.
+
+- Atomic saves: orbax writes each checkpoint into a temporary directory and renames it when
+  complete, so a crash mid-save never leaves a checkpoint that looks finished (the leftover
+  temporary directory is removed on the next start).
+- Keep-N without risk: old checkpoints are deleted by `TrainCheckpoints` itself, only after a
+  newer one is committed (waited for, listed on disk); a failed or killed save never costs the
+  last good checkpoint, whatever `keep` is.
+- Integrity: every save records a checksum of each array (two 32-bit sums over the raw bits,
+  one position-weighted, computed on device and independent of the sharding) in the checkpoint's
+  metadata. A restore verifies them, so truncated, garbage or bit-flipped files are detected.
+- Fallback: a checkpoint that cannot be read or fails verification is reported, moved to
+  `<workdir>/checkpoints_corrupt/`, and the previous one is tried. A checkpoint that is intact
+  but does not fit the current model/optimizer raises `CheckpointMismatchError` instead (and is
+  left alone): that is a configuration mistake, not corruption.
+- Restores take the abstract state with the *current* shardings, so a checkpoint written on one
+  mesh restores onto another (different device count or FSDP layout).
 """
 
 from __future__ import annotations
 
+import datetime
+import functools
 import os
+from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from afc_jax.train import faults
+
+_META_KEY = "afc_jax_checksums"  # custom metadata: {leaf path: [sum, position-weighted sum]}
+_SHOWN = 5  # mismatching leaves named in an error message
 
 
-def make_manager(workdir: str, *, keep: int, async_save: bool) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
-        enable_async_checkpointing=async_save,
-        create=True,
-        cleanup_tmp_directories=True,
+class CheckpointCorruptError(RuntimeError):
+    """A checkpoint cannot be read or fails its integrity check."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A readable checkpoint that does not fit the current model/optimizer state."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written; older checkpoints are untouched."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def corrupt_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints_corrupt")
+
+
+# ----------------------------------------------------------------------------- checksums
+
+
+def _path_name(path) -> str:
+    """'params/stages_0/...' for TrainState attributes, dict keys and sequence indices alike."""
+    parts = []
+    for k in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def _leaf_checksum(x) -> jax.Array:
+    """[sum of the raw bits, sum of raw bits * (1 + flat index)], both mod 2**32."""
+    x = jnp.asarray(x)
+    if x.dtype == jnp.bool_:
+        u = x.astype(jnp.uint32)
+    else:
+        unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+        u = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+    index = jnp.zeros(x.shape, jnp.uint32)
+    stride = 1
+    for d in reversed(range(x.ndim)):  # flat index from iotas: no reshape of sharded arrays
+        if x.shape[d] > 1:
+            index = index + jax.lax.broadcasted_iota(jnp.uint32, x.shape, d) * jnp.uint32(stride)
+        stride = (stride * x.shape[d]) % 2**32
+    return jnp.stack([jnp.sum(u, dtype=jnp.uint32), jnp.sum(u * (index + 1), dtype=jnp.uint32)])
+
+
+@functools.lru_cache(maxsize=16)
+def _checksum_fn(out_sharding):
+    """One jitted function per output sharding (jit then caches one executable per layout)."""
+    return jax.jit(
+        lambda xs: jnp.stack([_leaf_checksum(x) for x in xs]), out_shardings=out_sharding
     )
-    return ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"), options=options
+
+
+def _host_leaf_checksum(x) -> list[int]:
+    """The same two sums as `_leaf_checksum`, in numpy (blocks of 2**24 elements)."""
+    a = np.asarray(x)
+    u = a.astype(np.uint32) if a.dtype == np.bool_ else a.view(f"u{a.dtype.itemsize}")
+    u = u.reshape(-1)
+    s1 = s2 = 0
+    block = 1 << 24
+    for start in range(0, u.size, block):
+        part = u[start : start + block].astype(np.uint64)
+        index = (np.arange(start, start + part.size, dtype=np.uint64) % 2**32 + 1) % 2**32
+        s1 = (s1 + int(part.sum(dtype=np.uint64))) % 2**32
+        s2 = (s2 + int((part * index).sum(dtype=np.uint64))) % 2**32  # wraps mod 2**64
+    return [s1, s2]
+
+
+def _checksummable(x) -> bool:
+    return hasattr(x, "dtype") and np.dtype(x.dtype).itemsize in (1, 2, 4)
+
+
+def checksums(tree, *, on_device: bool | None = None) -> dict[str, list[int]]:
+    """{leaf path: [s1, s2]} of every 1/2/4-byte array leaf; identical on any mesh.
+
+    Single-process runs compute them on the host (no compilation); multi-process runs, whose
+    arrays are not all addressable here, with one jitted reduction per leaf on the devices.
+    """
+    flat = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0] if _checksummable(x)]
+    if not flat:
+        return {}
+    if on_device is None:
+        on_device = jax.process_count() > 1
+    if not on_device:
+        return {_path_name(p): _host_leaf_checksum(x) for p, x in flat}
+    leaves = [x for _, x in flat]
+    out_sharding = None
+    sharding = getattr(leaves[0], "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        out_sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    sums = np.asarray(jax.device_get(_checksum_fn(out_sharding)(leaves)))
+    return {_path_name(p): [int(a), int(b)] for (p, _), (a, b) in zip(flat, sums)}
+
+
+def verify(tree, expected: dict | None, what: str) -> bool:
+    """Raises CheckpointCorruptError on a mismatch; False when there is nothing to verify."""
+    if not expected:
+        return False
+    actual = checksums(tree)
+    missing = sorted(set(expected) - set(actual))
+    bad = sorted(k for k in expected if k in actual and list(actual[k]) != list(expected[k]))
+    if missing or bad:
+        detail = []
+        if bad:
+            detail.append(f"{len(bad)} array(s) differ from what was saved (e.g. {bad[:_SHOWN]})")
+        if missing:
+            detail.append(f"{len(missing)} array(s) missing (e.g. {missing[:_SHOWN]})")
+        raise CheckpointCorruptError(f"{what}: integrity check failed: {'; '.join(detail)}")
+    return True
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _all_processes_agree(ok: bool) -> bool:
+    """True only if `ok` on every process (one collective in multi-process runs)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray(int(ok), np.int32))
+    return bool(np.all(flags))
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _check_fits(metadata, abstract_state, what: str) -> None:
+    """CheckpointMismatchError when the saved tree's paths/shapes differ from the state's."""
+    saved = {
+        _path_name(p): tuple(getattr(m, "shape", ()) or ())
+        for p, m in jax.tree_util.tree_flatten_with_path(metadata)[0]
+    }
+    wanted = {
+        _path_name(p): tuple(a.shape)
+        for p, a in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+    }
+    if not saved:
+        raise CheckpointCorruptError(f"{what}: no array metadata")
+    if saved == wanted:
+        return
+    only_saved = sorted(set(saved) - set(wanted))
+    only_wanted = sorted(set(wanted) - set(saved))
+    shapes = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} shape(s) differ, e.g. {k}: saved {saved[k]}, now {wanted[k]}")
+    if only_saved:
+        parts.append(f"{len(only_saved)} saved array(s) unknown now, e.g. {only_saved[:3]}")
+    if only_wanted:
+        parts.append(
+            f"{len(only_wanted)} array(s) absent from the checkpoint, e.g. {only_wanted[:3]}"
+        )
+    raise CheckpointMismatchError(
+        f"{what} was written for a different model or optimizer ({'; '.join(parts)}). Use a new "
+        "workdir for a new configuration, or the configuration the checkpoint was trained with "
+        "(its config.json)."
     )
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, *, force: bool = False) -> bool:
-    return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+# ----------------------------------------------------------------------------- manager
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state):
-    """(state, step) from the newest checkpoint, or (None, None) when there is none."""
-    step = manager.latest_step()
-    if step is None:
+class TrainCheckpoints:
+    """Saves, prunes and restores the train state of one workdir (all processes call it)."""
+
+    def __init__(
+        self, workdir: str, *, keep: int, async_save: bool, log: Callable[[str], None] = print
+    ):
+        if keep < 1:
+            raise ValueError(f"checkpoint_keep must be >= 1, got {keep}")
+        self.workdir = os.path.abspath(workdir)
+        self.directory = checkpoint_dir(workdir)
+        self.keep = int(keep)
+        self.async_save = bool(async_save)
+        self.log = log
+        self._pending: int | None = None
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None,  # pruned here, only after a newer checkpoint is committed
+            enable_async_checkpointing=self.async_save,
+            create=True,
+            cleanup_tmp_directories=True,  # leftovers of saves killed mid-write
+            temporary_path_class=faults.temporary_path_class(),
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, item_handlers=ocp.StandardCheckpointHandler(), options=options
+        )
+
+    # -- saving
+    def committed_steps(self) -> list[int]:
+        """Steps whose checkpoint is complete on disk (waits for a save in flight)."""
+        self.wait()
+        return sorted(self.manager.all_steps())
+
+    def wait(self) -> None:
+        """Waits for a save in flight; raises CheckpointSaveError if it failed; then prunes."""
+        pending, self._pending = self._pending, None
+        error = None
+        try:
+            self.manager.wait_until_finished()
+            self.manager.check_for_errors()
+        except Exception as exc:  # noqa: BLE001  (re-raised below with context)
+            error = exc
+        if pending is not None or error is not None:
+            self.manager.reload()
+            if error is not None or pending not in self.manager.all_steps():
+                raise self._save_error(pending, error)
+        self._prune()
+
+    def _save_error(self, step, error) -> CheckpointSaveError:
+        good = sorted(self.manager.all_steps())
+        kept = f"checkpoint {good[-1]} is the newest good one" if good else "no checkpoint yet"
+        why = _describe(error) if error is not None else "it is not on disk after the save"
+        return CheckpointSaveError(
+            f"checkpoint {step} could not be written to {self.directory} ({why}); {kept} and was "
+            "kept. Fix the cause (e.g. free disk space) and run the same command again."
+        )
+
+    def _prune(self) -> None:
+        steps = sorted(self.manager.all_steps())
+        for step in steps[: max(0, len(steps) - self.keep)]:
+            self.manager.delete(step)
+
+    def save(self, step: int, state) -> bool:
+        """Writes checkpoint `step` (asynchronously if configured); False if it already exists."""
+        self.wait()
+        step = int(step)
+        if step in self.manager.all_steps():
+            return False
+        sums = checksums(state)  # before the caller can donate the state's buffers
+        try:
+            self.manager.save(
+                step,
+                args=ocp.args.StandardSave(state),
+                custom_metadata={_META_KEY: sums},
+                force=True,
+            )
+        except Exception as exc:
+            self.manager.reload()
+            raise self._save_error(step, exc) from exc
+        self._pending = step
+        if not self.async_save:
+            self.wait()
+        return True
+
+    # -- restoring
+    def restore_latest(self, abstract_state):
+        """(state, step) from the newest good checkpoint, or (None, None) when there is none.
+
+        Unreadable or corrupt checkpoints are reported and moved aside, newest first, until one
+        restores and verifies. Raises CheckpointMismatchError for a checkpoint of another model,
+        CheckpointCorruptError when every checkpoint was corrupt.
+        """
+        self.manager.reload()
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        moved = []
+        for step in steps:
+            what = f"checkpoint {step} in {self.directory}"
+            state, problem = None, None
+            try:
+                _check_fits(self.manager.item_metadata(step), abstract_state, what)
+                state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+                custom = self.manager.metadata(step).custom_metadata or {}
+                if not verify(state, custom.get(_META_KEY), what):
+                    self.log(f"note: {what} has no checksums (older format); not verified")
+            except CheckpointMismatchError:
+                raise
+            except Exception as exc:  # noqa: BLE001  (any failure to read means corrupt)
+                problem = exc
+            if _all_processes_agree(problem is None):
+                if moved:
+                    self.log(f"resuming from {what}, the newest good checkpoint")
+                return state, step
+            reason = _describe(problem) if problem is not None else "unreadable on another process"
+            destination = self._quarantine(step)
+            moved.append(destination)
+            self.log(
+                f"warning: {what} is corrupt or incomplete ({reason}); moved it to {destination} "
+                "and trying the previous checkpoint"
+            )
+        if moved:
+            raise CheckpointCorruptError(
+                f"every checkpoint in {self.directory} was corrupt; they were moved to "
+                f"{corrupt_dir(self.workdir)}. Run again to start from scratch."
+            )
         return None, None
-    state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-    return state, step
+
+    def _quarantine(self, step: int) -> str:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        destination = os.path.join(corrupt_dir(self.workdir), f"{step}-{stamp}")
+        if jax.process_index() == 0:
+            epath.Path(corrupt_dir(self.workdir)).mkdir(parents=True, exist_ok=True)
+            epath.Path(self.directory, str(step)).rename(destination)
+        _barrier(f"afc_jax_quarantine_{step}")
+        self.manager.reload()
+        return destination
+
+    def close(self, *, abandon: bool = False) -> None:
+        """Waits for (and prunes after) a save in flight; `abandon` skips every collective
+        (used when another process died and barriers would only wait for it)."""
+        if abandon:
+            return
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
+
+
+# ----------------------------------------------------------------------------- offline access
 
 
 def abstract_with_shardings(abstract_state, shardings):
@@ -46,28 +373,37 @@ def abstract_with_shardings(abstract_state, shardings):
     )
 
 
-def checkpoint_steps(workdir: str) -> list[int]:
-    """Steps of the committed checkpoints in `workdir` (oldest first)."""
-    manager = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
+def _read_only_manager(workdir: str) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        checkpoint_dir(workdir),
+        item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(read_only=True),
     )
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+    """Steps of the committed checkpoints in `workdir` (oldest first)."""
+    manager = _read_only_manager(workdir)
     try:
         return sorted(manager.all_steps())
     finally:
         manager.close()
 
 
-def load_raw_state(workdir: str, step: int | None = None):
-    """The saved train state as host arrays (no model or mesh needed), and its step."""
-    manager = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
-        options=ocp.CheckpointManagerOptions(read_only=True),
-    )
+def load_raw_state(workdir: str, step: int | None = None, *, verify_checksums: bool = True):
+    """The saved train state as host arrays (no model or mesh needed), and its step.
+
+    Verifies the checksums recorded at save time (CheckpointCorruptError on a mismatch).
+    """
+    manager = _read_only_manager(workdir)
     try:
         step = manager.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
-        return manager.restore(step, args=ocp.args.StandardRestore()), step
+            raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(workdir)}")
+        state = manager.restore(step, args=ocp.args.StandardRestore())
+        if verify_checksums:
+            custom = manager.metadata(step).custom_metadata or {}
+            verify(state, custom.get(_META_KEY), f"checkpoint {step} in {checkpoint_dir(workdir)}")
+        return state, step
     finally:
         manager.close()

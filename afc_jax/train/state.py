@@ -21,7 +21,7 @@ class TrainState:
     params: Any
     ema_params: Any
     opt_state: Any
-    skipped_nonfinite: jax.Array  # updates skipped because of NaN/Inf (nonfinite="skip")
+    skipped_nonfinite: jax.Array  # updates dropped because the loss or gradient was NaN/Inf
 
 
 def init_state(model, tx, rng, image_shape) -> TrainState:
@@ -55,22 +55,33 @@ def make_train_step(model, tx, schedule, config: ml_collections.ConfigDict, num_
 
     The step's randomness is `fold_in(base_rng, step)`, so a resumed run draws the same
     mixup/cutmix and drop-path noise as an uninterrupted one.
+
+    `batch["mask"]` (optional, bool per example) weights the loss: examples the input pipeline
+    could not decode have mask False and no weight. A step whose loss or gradient norm is not
+    finite never changes the parameters, EMA or optimizer state (whatever `config.nonfinite`);
+    it advances `step` and counts in `skipped_nonfinite`, and `metrics["finite"]` is False so the
+    loop can stop ("stop") or go on ("skip"). `metrics["example_finite"]` says which examples'
+    losses were finite (to name the culprits).
     """
     ema_decay = config.optim.ema_decay
     accum = config.optim.grad_accum_steps
-    skip_nonfinite = config.get("nonfinite", "stop") == "skip"
 
     def train_step(state: TrainState, batch, base_rng):
         rng = jax.random.fold_in(base_rng, state.step)
         mix_rng, drop_rng = jax.random.split(rng)
         images, targets = _soft_targets(config, mix_rng, batch, num_classes)
+        mask = batch.get("mask")
+        weights = None if mask is None else mask.astype(jnp.float32)
 
         def loss_fn(params):
             logits = model.apply({"params": params}, images, train=True, rngs={"dropout": drop_rng})
             logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-            return -jnp.mean(jnp.sum(targets * logp, axis=-1))
+            per_example = -jnp.sum(targets * logp, axis=-1)
+            if weights is None:
+                return jnp.mean(per_example), per_example
+            return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0), per_example
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        (loss, per_example), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grad_norm = jnp.sqrt(
             sum(
                 jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree_util.tree_leaves(grads)
@@ -92,18 +103,18 @@ def make_train_step(model, tx, schedule, config: ml_collections.ConfigDict, num_
             opt_state=new_opt_state,
             skipped_nonfinite=state.skipped_nonfinite,
         )
-        if skip_nonfinite:
-            # Keep everything but the step counter when the update would be poisoned.
-            kept = state.replace(step=state.step + 1, skipped_nonfinite=state.skipped_nonfinite + 1)
-            new_state = jax.tree_util.tree_map(
-                lambda new, old: jnp.where(finite, new, old), new_state, kept
-            )
+        # Keep everything but the step counter when the update would be poisoned.
+        kept = state.replace(step=state.step + 1, skipped_nonfinite=state.skipped_nonfinite + 1)
+        new_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(finite, new, old), new_state, kept
+        )
         update_count = state.step // accum
         metrics = {
             "loss": loss,
             "grad_norm": grad_norm,
             "lr": schedule(update_count),
             "finite": finite,
+            "example_finite": jnp.isfinite(per_example),
         }
         return new_state, metrics
 

@@ -3,70 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
-import pytest
 
 from afc_jax.train.checkpointing import checkpoint_steps, load_raw_state
+from tests.train.helpers import MODEL, command, env, run
 
-REPO = Path(__file__).resolve().parents[2]
-MODEL = "convnext_baseline_circular"  # compiles fastest; the loop does not depend on the family
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
-
-
-def command(workdir, data_dir, *extra):
-    return [
-        sys.executable,
-        str(REPO / "train.py"),
-        f"--config={REPO / 'configs' / 'digits.py'}:model={MODEL}",
-        f"--workdir={workdir}",
-        f"--config.data.data_dir={data_dir}",
-        "--config.num_epochs=2",
-        "--config.log_every_steps=5",
-        "--config.checkpoint_every_steps=8",
-        "--config.checkpoint_keep=10",
-        "--config.checkpoint_async=False",
-        *extra,
-    ]
-
-
-def env(devices=1):
-    e = dict(os.environ)
-    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    e["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    e["PYTHONPATH"] = str(REPO)
-    return e
-
-
-def run(workdir, data_dir, *extra, timeout=600):
-    proc = subprocess.run(
-        command(workdir, data_dir, *extra),
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data_dir):
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    out = run(workdir, data_dir)
-    return workdir, out
+# `data_dir` and `uninterrupted` (the reference run, trained once per session and shared with
+# test_faults.py) are fixtures of tests/train/conftest.py.
 
 
 def test_outputs_metrics_config_and_checkpoints(uninterrupted):
@@ -159,12 +108,18 @@ def test_two_processes_on_localhost(tmp_path, data_dir):
     assert checkpoint_steps(workdir)[-1] == 22
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_with_the_preemption_code(uninterrupted, tmp_path,
-                                                                         data_dir):
+def test_sigterm_writes_a_checkpoint_and_exits_with_the_preemption_code(
+    uninterrupted, tmp_path, data_dir
+):
     reference, _ = uninterrupted
     workdir = tmp_path / "preempted"
-    proc = subprocess.Popen(command(workdir, data_dir), env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        command(workdir, data_dir),
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
