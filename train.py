@@ -58,7 +58,7 @@ def main(argv):
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         kwargs["heartbeat_timeout_seconds"] = _HEARTBEAT.value
         jax.distributed.initialize(**kwargs)
-    from afc_jax.data.pipeline import DataError, DatasetNotFoundError
+    from afc_jax.data import DataError, DatasetNotFoundError
     from afc_jax.train import loop
     from afc_jax.train.checkpointing import CheckpointCorruptError, CheckpointSaveError
 

@@ -12,6 +12,7 @@ images, soft_labels = data.mix_batch(rng, images, labels, num_classes=..., ...) 
 
 from afc_jax.data.mixing import mix_batch, smooth_one_hot
 from afc_jax.data.pipeline import (
+    DataError,
     DatasetInfo,
     DatasetNotFoundError,
     EvalBatches,
@@ -25,6 +26,7 @@ from afc_jax.data.pipeline import (
 )
 
 __all__ = [
+    "DataError",
     "DatasetInfo",
     "DatasetNotFoundError",
     "EvalBatches",

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import atexit
 import os
+import queue
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -108,25 +111,87 @@ def run(workdir, data_dir, *extra, timeout=600, devices=1, fault=None, returncod
     return proc.stdout
 
 
-def start(workdir, data_dir, *extra, devices=1, fault=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        command(workdir, data_dir, *extra),
-        env=env(devices, fault),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+class Started:
+    """A running train.py whose output is read by a thread, so every wait has a deadline even
+    when the process prints nothing (a hung process fails the test instead of hanging it)."""
+
+    def __init__(self, popen: subprocess.Popen):
+        self.proc = popen
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def read_until(self, needle: str, timeout: float) -> str:
+        """Output so far, once a line contains `needle`, the output ends, or `timeout` passes."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                line = self._queue.get(timeout=min(1.0, max(0.01, deadline - time.time())))
+            except queue.Empty:
+                continue
+            if line is None:
+                self._queue.put(None)  # keep the end marker for later readers
+                break
+            self.lines.append(line)
+            if needle in line:
+                break
+        return "".join(self.lines)
+
+    def finish(self, timeout: float) -> str:
+        """Waits for the exit (killing the process after `timeout`); the whole output."""
+        try:
+            self.proc.wait(timeout)
+        finally:
+            stop(self.proc)
+        self.read_until("\0", timeout=30)  # drain what is left
+        return "".join(self.lines)
+
+    @property
+    def returncode(self):
+        return self.proc.returncode
+
+    def send_signal(self, sig) -> None:
+        self.proc.send_signal(sig)
+
+
+def start(workdir, data_dir, *extra, devices=1, fault=None) -> Started:
+    return Started(
+        subprocess.Popen(
+            command(workdir, data_dir, *extra),
+            env=env(devices, fault),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     )
 
 
-def read_until(proc: subprocess.Popen, needle: str, timeout: float) -> str:
-    """Reads proc's output line by line until a line contains `needle` (or it exits)."""
-    out = []
-    deadline = time.time() + timeout
-    for line in proc.stdout:
-        out.append(line)
-        if needle in line or time.time() > deadline:
-            break
-    return "".join(out)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_two_processes(workdir, data_dir, *extra) -> list[Started]:
+    """The reference command as a 2-process run on 127.0.0.1 (process 0 is the coordinator)."""
+    port = free_port()
+    return [
+        start(
+            workdir,
+            data_dir,
+            f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+            *extra,
+        )
+        for i in range(2)
+    ]
 
 
 def stop(proc: subprocess.Popen) -> None:

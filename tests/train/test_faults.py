@@ -14,7 +14,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import time
 
 import jax
@@ -24,7 +23,10 @@ import pytest
 from afc_jax.train import checkpointing, faults
 from afc_jax.train.checkpointing import checkpoint_steps
 from tests.train import helpers
-from tests.train.helpers import read_until, run, start, stop
+from tests.train.helpers import run, start
+
+# These tests share the session's reference run (tests/train/conftest.py): one xdist worker.
+pytestmark = pytest.mark.xdist_group("train_reference")
 
 KILLED = -signal.SIGKILL
 
@@ -124,12 +126,11 @@ def test_kill9_anywhere_and_corrupt_checkpoints_then_resume_is_bitwise_identical
     line = rng.choice([25, 30, 35])
     proc = start(workdir, data_dir, *extra)
     try:
-        out = read_until(proc, f"step {line}/44", timeout=300)
+        out = proc.read_until(f"step {line}/44", timeout=300)
         assert f"step {line}/44" in out, out[-3000:]
         proc.send_signal(signal.SIGKILL)
-        proc.wait(60)
     finally:
-        stop(proc)
+        out = proc.finish(timeout=60)
     assert proc.returncode == KILLED
     assert f"resumed from step {steps[-1]}" in out
     steps = checkpoint_steps(workdir)
@@ -212,9 +213,9 @@ def _abstract_state(config, devices, fsdp, min_size):
 def test_checkpoint_written_on_8_devices_restores_on_1_and_4_and_training_continues(
     uninterrupted, tmp_path, data_dir
 ):
-    """Checkpoint 40 of the reference, FSDP-sharded over 8 devices (data 4 x fsdp 2) and saved
-    from there, restores bitwise on 1 device and on 4 (fsdp 4); train.py continues it to 44 on 1
-    device bitwise like the reference, and on 4 devices equal up to float reduction order."""
+    """Checkpoint 40 of the reference, FSDP-sharded over 8 devices and saved from there,
+    restores bitwise on 1 device and on 4 (another FSDP layout); train.py continues it to 44 on
+    1 device bitwise like the reference, and on 4 devices equal up to float reduction order."""
     reference, _ = uninterrupted
     config = helpers.digits_config()
     devices = jax.devices()
@@ -222,13 +223,14 @@ def test_checkpoint_written_on_8_devices_restores_on_1_and_4_and_training_contin
 
     source = tmp_path / "only40"
     shutil.copytree(reference / "checkpoints" / "40", source / "checkpoints" / "40")
-    on8 = _abstract_state(config, devices, 2, 1024)
+    on8 = _abstract_state(config, devices, 8, 1)  # every array a dim of which 8 divides
     state, step = checkpointing.TrainCheckpoints(source, keep=1, async_save=False).restore_latest(
         on8
     )
     assert step == 40
-    sharded = [x for x in jax.tree_util.tree_leaves(state) if len(x.sharding.device_set) == 8]
-    assert any(not x.sharding.is_fully_replicated for x in sharded)
+    assert all(len(x.sharding.device_set) == 8 for x in jax.tree_util.tree_leaves(state))
+    split = [x for x in jax.tree_util.tree_leaves(state) if not x.sharding.is_fully_replicated]
+    assert len(split) > 200  # all but the scalars and the (10,) head biases
     written = tmp_path / "written_on_8"
     saver = checkpointing.TrainCheckpoints(written, keep=1, async_save=False)
     saver.save(40, state)
@@ -274,66 +276,57 @@ def test_checkpoint_written_on_8_devices_restores_on_1_and_4_and_training_contin
 # ----------------------------------------------------------------------------- 2 + 7: hosts
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pair(workdir, data_dir, *extra):
-    port = _free_port()
-    procs = []
-    for i in range(2):
-        procs.append(
-            start(
-                workdir,
-                data_dir,
-                "--config.num_epochs=1",
-                f"--coordinator_address=127.0.0.1:{port}",
-                "--num_processes=2",
-                f"--process_id={i}",
-                "--heartbeat_timeout_s=10",
-                *extra,
-            )
-        )
-    return procs
+def _pair(workdir, data_dir):
+    # One epoch (22 steps) with an evaluation every 2 steps, so the first launch also shows
+    # both processes evaluating the whole split together before the notice.
+    return helpers.start_two_processes(
+        workdir,
+        data_dir,
+        "--config.num_epochs=1",
+        "--config.eval_every_steps=2",
+        "--heartbeat_timeout_s=10",
+    )
 
 
 def test_two_processes_agree_on_the_preemption_step_and_survive_a_dead_peer(tmp_path, data_dir):
-    """SIGTERM to process 1 only: both processes checkpoint the same step and exit 75. Then,
-    resumed, process 0 (the coordinator) is SIGKILLed: process 1 exits with an error within a
-    bounded time instead of hanging."""
+    """Two processes on 127.0.0.1 train and evaluate (every example once over both); SIGTERM
+    to process 1 only: both checkpoint the same step and exit 75. Then, resumed, process 0 (the
+    coordinator) is SIGKILLed: process 1 exits with an error within a bounded time instead of
+    hanging."""
     workdir = tmp_path / "two"
     procs = _pair(workdir, data_dir)
     try:
-        out0 = read_until(procs[0], "first step compiled", timeout=400)
-        assert "first step compiled" in out0, out0[-3000:]
+        out0 = procs[0].read_until("eval at step 2", timeout=400)
+        assert "eval at step 2" in out0, out0[-3000:]
         procs[1].send_signal(signal.SIGTERM)
         t0 = time.time()
-        outs = [out0 + procs[0].communicate(timeout=120)[0], procs[1].communicate(timeout=120)[0]]
+        procs[0].proc.wait(120)
+        procs[1].proc.wait(120)
         notice_to_exit = time.time() - t0
     finally:
-        for p in procs:
-            stop(p)
+        outs = [p.finish(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [75, 75], outs[0][-2000:] + outs[1][-2000:]
+    assert "2 process(es)" in outs[0]
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "top1" in r]
+    assert evals and evals[0]["step"] == 2 and evals[0]["eval_count"] == 360
     stopped = [re.findall(r"preempted: checkpoint of step (\d+)", o) for o in outs]
     assert stopped[0] and stopped[0] == stopped[1], (stopped, outs[1][-2000:])
     step = int(stopped[0][0])
-    assert 1 <= step < 22 and checkpoint_steps(workdir)[-1] == step
+    assert 2 <= step < 22 and checkpoint_steps(workdir)[-1] == step
     assert "run the same command again to resume" in outs[1]
     assert notice_to_exit < 90, notice_to_exit  # a few steps, one checkpoint, exit
 
     procs = _pair(workdir, data_dir)
     try:
-        out0 = read_until(procs[0], "first step compiled", timeout=400)
+        out0 = procs[0].read_until("first step compiled", timeout=400)
         assert f"resumed from step {step}" in out0, out0[-3000:]
         procs[0].send_signal(signal.SIGKILL)
         t0 = time.time()
-        out1 = procs[1].communicate(timeout=120)[0]
+        procs[1].proc.wait(120)
         elapsed = time.time() - t0
     finally:
-        for p in procs:
-            stop(p)
+        out1 = [p.finish(timeout=60) for p in procs][1]
     print(f"process 1 exited {elapsed:.1f}s after process 0 was killed")
     assert procs[0].returncode == KILLED
     assert procs[1].returncode not in (0, None), out1[-3000:]

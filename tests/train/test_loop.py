@@ -1,18 +1,23 @@
-"""train.py end to end on the bundled digits: outputs, resume after SIGKILL, two processes."""
+"""train.py end to end on the bundled digits: outputs, resume, SIGTERM on one process.
+
+SIGKILL at many points, corrupt checkpoints and two-process runs (training, evaluation,
+preemption, a dead peer) are in test_faults.py, against the same reference run.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
-import socket
-import subprocess
 import time
 
-import jax
-import numpy as np
+import pytest
 
-from afc_jax.train.checkpointing import checkpoint_steps, load_raw_state
-from tests.train.helpers import MODEL, command, env, run
+from afc_jax.train.checkpointing import checkpoint_steps
+from tests.train.helpers import MODEL, assert_bitwise_equal, run, start
+
+# These tests share the session's reference run (tests/train/conftest.py): one xdist worker.
+pytestmark = pytest.mark.xdist_group("train_reference")
 
 # `data_dir` and `uninterrupted` (the reference run, trained once per session and shared with
 # test_faults.py) are fixtures of tests/train/conftest.py.
@@ -42,103 +47,30 @@ def test_running_the_command_again_resumes_and_does_nothing_more(uninterrupted, 
     assert checkpoint_steps(workdir)[-1] == 44
 
 
-def test_sigkill_then_resume_is_bitwise_identical(uninterrupted, tmp_path, data_dir):
-    reference, _ = uninterrupted
-    workdir = tmp_path / "killed"
-    proc = subprocess.Popen(
-        command(workdir, data_dir), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if (workdir / "checkpoints").exists() and 16 in checkpoint_steps(workdir):
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "run finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    killed_at = checkpoint_steps(workdir)[-1]
-    assert 16 <= killed_at < 44
-    out = run(workdir, data_dir)
-    assert f"resumed from step {killed_at}" in out
-    a, step_a = load_raw_state(reference)
-    b, step_b = load_raw_state(workdir)
-    assert step_a == step_b == 44
-    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-    assert len(leaves_a) == len(leaves_b)
-    for x, y in zip(leaves_a, leaves_b):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_on_localhost(tmp_path, data_dir):
-    port = free_port()
-    workdir = tmp_path / "two_procs"
-    procs = [
-        subprocess.Popen(
-            command(
-                workdir,
-                data_dir,
-                "--config.num_epochs=1",
-                f"--coordinator_address=127.0.0.1:{port}",
-                "--num_processes=2",
-                f"--process_id={i}",
-            ),
-            env=env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
-    assert "2 process(es)" in outs[0]
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if "top1" in r]
-    assert evals and evals[-1]["eval_count"] == 360  # every example once over both hosts
-    assert checkpoint_steps(workdir)[-1] == 22
-
-
 def test_sigterm_writes_a_checkpoint_and_exits_with_the_preemption_code(
     uninterrupted, tmp_path, data_dir
 ):
+    """One process: SIGTERM once the first checkpoint exists; exit 75 with a checkpoint of the
+    step it stopped at; the same command resumes and ends bitwise like the reference."""
     reference, _ = uninterrupted
     workdir = tmp_path / "preempted"
-    proc = subprocess.Popen(
-        command(workdir, data_dir),
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start(workdir, data_dir)
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
+        while time.time() < deadline and proc.proc.poll() is None:
             if (workdir / "checkpoints").exists() and checkpoint_steps(workdir):
                 break
             time.sleep(0.2)
-        assert proc.poll() is None, "run finished before the notice"
+        assert proc.proc.poll() is None, "run finished before the notice"
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
+        proc.proc.wait(120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        out = proc.finish(timeout=60)
     assert proc.returncode == 75, out[-2000:]
-    assert "run the same command again to resume" in out
+    stopped = re.findall(r"preempted: checkpoint of step (\d+) written to", out)
+    assert stopped and "run the same command again to resume" in out, out[-2000:]
     stopped_at = checkpoint_steps(workdir)[-1]
-    assert 8 <= stopped_at < 44
+    assert stopped == [str(stopped_at)] and 8 <= stopped_at < 44
     out = run(workdir, data_dir)
     assert f"resumed from step {stopped_at}" in out
-    a, _ = load_raw_state(reference)
-    b, _ = load_raw_state(workdir)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert_bitwise_equal(reference, workdir)
