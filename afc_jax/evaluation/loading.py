@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -25,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 
 from afc_jax.evaluation.protocols import Classifier, as_classifier
 
@@ -93,7 +93,7 @@ def detect(path: str | os.PathLike) -> tuple[str, dict]:
     """(kind, details) for a checkpoint path; raises CheckpointSpecError when unknown."""
     from afc_jax.checkpoints.orbax_io import METADATA_FILE
 
-    p = Path(path)
+    p = epath.Path(path)  # local, or gs:// (a run trained on a pod)
     if not p.exists():
         raise CheckpointSpecError(f"checkpoint {path} does not exist")
     if p.is_file():
@@ -117,7 +117,7 @@ def detect(path: str | os.PathLike) -> tuple[str, dict]:
     )
 
 
-def _saved_model_config(workdir: Path) -> dict | None:
+def _saved_model_config(workdir: epath.Path) -> dict | None:
     path = workdir / "config.json"
     if not path.is_file():
         return None
@@ -190,7 +190,7 @@ def load_checkpoint(
     if kind == "training":
         from afc_jax.train.checkpointing import load_raw_state
 
-        workdir = Path(details["workdir"])
+        workdir = epath.Path(details["workdir"])
         saved = _saved_model_config(workdir)
         if saved is None:
             notes.append(f"no {workdir}/config.json: model from the given config")
@@ -222,7 +222,7 @@ def load_checkpoint(
                 f"{path} has {model.num_classes} classes but the dataset has {num_classes}"
             )
         return LoadedCheckpoint(
-            name=label or Path(path).name,
+            name=label or epath.Path(path).name,
             path=str(path),
             source="variables",
             model_name=str(meta.get("model_name")),
@@ -249,7 +249,7 @@ def load_checkpoint(
         notes.append(f"no {which!r} entry in the file: evaluated its only/default weights")
     variables = from_torch_state_dict(state_dict, model)
     return LoadedCheckpoint(
-        name=label or Path(path).stem,
+        name=label or epath.Path(path).stem,
         path=str(path),
         source="torch",
         model_name=str(config.model.name),

@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from afc_jax.train import faults
+from afc_jax.train import workdir as workdirs
 
 _META_KEY = "afc_jax_checksums"  # custom metadata: {leaf path: [sum, position-weighted sum]}
 _SHOWN = 5  # mismatching leaves named in an error message
@@ -51,11 +52,11 @@ class CheckpointSaveError(OSError):
 
 
 def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+    return os.path.join(workdirs.resolve(workdir), "checkpoints")
 
 
 def corrupt_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints_corrupt")
+    return os.path.join(workdirs.resolve(workdir), "checkpoints_corrupt")
 
 
 # ----------------------------------------------------------------------------- checksums
@@ -227,7 +228,7 @@ class TrainCheckpoints:
     ):
         if keep < 1:
             raise ValueError(f"checkpoint_keep must be >= 1, got {keep}")
-        self.workdir = os.path.abspath(workdir)
+        self.workdir = workdirs.resolve(workdir)
         self.directory = checkpoint_dir(workdir)
         self.keep = int(keep)
         self.async_save = bool(async_save)

@@ -10,6 +10,8 @@ import time
 
 import jax
 
+from afc_jax.train.workdir import JsonLines
+
 
 class MetricWriter:
     """Writes `metrics.jsonl` (one object per call, with `step`) and TensorBoard scalars."""
@@ -19,8 +21,7 @@ class MetricWriter:
         self._tb = None
         if not self.enabled:
             return
-        os.makedirs(workdir, exist_ok=True)
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+        self._jsonl = JsonLines(os.path.join(workdir, "metrics.jsonl"))  # local or gs://
         if tensorboard:
             try:
                 import tensorboard  # noqa: F401  (tf.summary needs it at write time)
@@ -37,7 +38,7 @@ class MetricWriter:
         for k, v in scalars.items():
             v = float(v)
             row[k] = v if math.isfinite(v) else str(v)
-        self._jsonl.write(json.dumps(row) + "\n")
+        self._jsonl.write(json.dumps(row))
         if self._tb is not None:
             import tensorflow as tf
 

@@ -34,6 +34,7 @@ import numpy as np
 from afc_jax import data, models
 from afc_jax.layers.mlp import FILTER_IMPLS, MLP_IMPLS
 from afc_jax.train import checkpointing, faults, sharding
+from afc_jax.train import workdir as workdirs
 from afc_jax.train.logging import MetricWriter, Progress, log
 from afc_jax.train.optimizer import make_optimizer
 from afc_jax.train.state import TrainState, init_state, make_eval_step, make_train_step
@@ -237,9 +238,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
 def _save_config(config, workdir: str) -> None:
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    text = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+    workdirs.write_text(os.path.join(workdir, "config.json"), text)
 
 
 def evaluate(eval_step, params, eval_batches, mesh, *, watchdog=None, step=None) -> dict:
@@ -292,7 +292,7 @@ def _dump_batch(config, workdir: str, step: int, metrics: dict) -> str | None:
         )
         local = faults.maybe_poison(step, next(it))
         path = os.path.join(workdir, f"nonfinite_step{step}_process{jax.process_index()}.npz")
-        np.savez(
+        workdirs.write_npz(
             path,
             step=step,
             image=local["image"],
@@ -309,7 +309,7 @@ def _dump_batch(config, workdir: str, step: int, metrics: dict) -> str | None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (resuming if possible) and returns the last evaluation's metrics."""
-    workdir = os.path.abspath(workdir)
+    workdir = workdirs.resolve(workdir)  # absolute, or a gs:// URL kept as it is
     devices = jax.devices()
     validate(config, len(devices), jax.process_count())
     info = data.dataset_info(config)  # raises with instructions when the data is missing
