@@ -17,8 +17,10 @@ Nothing is downloaded; `prepare_digits(data_dir)` builds it in a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -61,7 +63,8 @@ def upsampled_digits(upsample: int) -> tuple[np.ndarray, np.ndarray]:
 
     d = load_digits()
     small = (d.images.astype(np.float32) / 16.0)[..., None]  # (N, 8, 8, 1) in [0, 1]
-    with jax.default_device(jax.devices("cpu")[0]):
+    # A local device: in a multi-process run jax.devices()[0] belongs to process 0.
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
         big = np.asarray(ideal_upsample(jnp.asarray(small), upsample), dtype=np.float32)
     return np.repeat(big, 3, axis=-1), d.target.astype(np.int64)
 
@@ -144,20 +147,48 @@ def digits_builder(data_dir: str | None = None, upsample: int = DEFAULT_UPSAMPLE
 
 
 def prepare_digits(data_dir: str | None = None, upsample: int = DEFAULT_UPSAMPLE) -> AfcDigits:
-    """`digits_builder(...)`, built into data_dir first when it is not there yet."""
+    """`digits_builder(...)`, built into data_dir first when it is not there yet.
+
+    Safe when several processes share data_dir (a multi-process run on one machine): the build
+    holds a file lock, and a process that waited for it finds the dataset built.
+    """
     builder = digits_builder(data_dir, upsample)
-    if not builder.is_prepared():
-        _log.info("building afc_digits/%s into %s", config_name(upsample), builder.data_dir)
-        try:
+    if builder.is_prepared():
+        return builder
+    import jax
+
+    # The build computes with JAX. In a multi-process run every process must take part in
+    # starting JAX's backend, so start it before a process can wait on the lock.
+    jax.local_devices()
+    with _build_lock(str(builder.data_dir)):
+        builder = digits_builder(data_dir, upsample)
+        if not builder.is_prepared():
+            _log.info("building afc_digits/%s into %s", config_name(upsample), builder.data_dir)
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(
                     compute_stats=tfds.download.ComputeStatsMode.SKIP
                 )
             )
-        except Exception:
-            # Another process sharing data_dir may have finished the same build first.
-            builder = digits_builder(data_dir, upsample)
-            if not builder.is_prepared():
-                raise
-        builder = digits_builder(data_dir, upsample)
-    return builder
+    return digits_builder(data_dir, upsample)
+
+
+@contextlib.contextmanager
+def _build_lock(builder_dir: str):
+    """An exclusive lock file beside the dataset's folder (local file systems; a no-op on
+    object stores, where each host builds for itself anyway)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None
+    if fcntl is None or "://" in builder_dir:
+        yield
+        return
+    # builder_dir is <data_dir>/afc_digits/<config>/<version>: the lock goes in data_dir.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(builder_dir.rstrip("/"))))
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".afc_digits_build.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,6 +16,8 @@ import tensorflow_datasets as tfds
 from afc_jax.data import digits
 from afc_jax.ops import ideal_downsample, ideal_lowpass, ideal_upsample
 from tests.data import digits_data_dir
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +89,44 @@ def test_other_sizes_and_bad_factor(tmp_path):
     b = digits.digits_builder(str(tmp_path), 3)  # a custom config, not built
     assert b.builder_config.name == "up3" and b.image_size == 24 and not b.is_prepared()
     assert b.info.features["image"].shape == (24, 24, 3)
+
+
+def test_a_two_process_run_prepares_a_shared_data_dir(tmp_path):
+    """What train.py's processes do on one machine: jax.distributed with 2 processes, then both
+    prepare the same, empty data_dir at once. They take turns on a lock (no half-built dataset
+    is read) and compute on their own devices (a computation on jax.devices()[0] fails on
+    process 1, which cannot address it); both end with the whole dataset."""
+    code = """
+import sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(sys.argv[2], num_processes=2, process_id=int(sys.argv[3]))
+from afc_jax.data import digits
+b = digits.prepare_digits(sys.argv[1], 2)
+print("sizes", b.info.splits["train"].num_examples, b.info.splits["test"].num_examples)
+"""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path), address, str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+        assert "sizes 1437 360" in out, out[-3000:]
+    assert len(list((tmp_path / "afc_digits" / "up2").iterdir())) == 1  # one version folder
