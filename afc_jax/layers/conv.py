@@ -19,6 +19,19 @@ Initializer = Callable[..., jax.Array]
 convnext_kernel_init = nn.initializers.truncated_normal(stddev=0.02)
 
 
+DEPTHWISE_IMPLS = ("auto", "shift_add", "conv")
+
+
+def resolve_depthwise_impl(impl: str, backend: str | None = None) -> str:
+    """"auto" -> "shift_add" on CPU, "conv" on GPU/TPU (their grouped convolutions are native
+    kernels; the shift-and-add's unrolled taps only pay off on XLA:CPU)."""
+    if impl not in DEPTHWISE_IMPLS:
+        raise ValueError(f"depthwise_impl must be one of {DEPTHWISE_IMPLS}, got {impl!r}")
+    if impl == "auto":
+        return "shift_add" if (backend or jax.default_backend()) == "cpu" else "conv"
+    return impl
+
+
 class CircularConv(nn.Module):
     """`circular pad -> convolution (VALID, stride 1 unless told)` on NHWC inputs.
 
@@ -30,10 +43,13 @@ class CircularConv(nn.Module):
       kernel_size: (kh, kw).
       padding: ((top, bottom), (left, right)) circular pad amounts.
       strides: convolution strides (1 in every AFC-family layer).
-      feature_group_count: C for a depthwise convolution. A stride-1 depthwise conv with
-        C in = C out runs as a fused shift-and-add (`afc_jax.ops.depthwise`; XLA:CPU's
-        grouped convolution is 4-20x slower, forward and backward), same params and function.
+      feature_group_count: C for a depthwise convolution.
       padding_mode: "circular" or "zeros" (the original ConvNeXt's depthwise conv).
+      depthwise_impl: how a stride-1 depthwise conv (C in = C out = groups) runs, with the
+        same parameters and function (float32 round-off apart): "shift_add" (a fused sum of
+        shifted copies, `afc_jax.ops.depthwise`: XLA:CPU's grouped convolution is 4-20x slower
+        forward and backward), "conv" (XLA's grouped convolution, which GPUs and TPUs run
+        natively) or "auto" (shift_add on CPU, conv elsewhere).
     """
 
     features: int
@@ -48,11 +64,13 @@ class CircularConv(nn.Module):
     precision: Any = None
     kernel_init: Initializer = convnext_kernel_init
     bias_init: Initializer = nn.initializers.zeros
+    depthwise_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (N, H, W, C_in) -> (N, H', W', features)."""
         in_features = x.shape[-1]
+        impl = resolve_depthwise_impl(self.depthwise_impl)
         if in_features % self.feature_group_count:
             raise ValueError(
                 f"{self.name}: {in_features} input channels are not divisible by "
@@ -85,7 +103,7 @@ class CircularConv(nn.Module):
             self.feature_group_count == in_features == self.features
             and tuple(self.strides) == (1, 1)
         )
-        if depthwise:
+        if depthwise and impl == "shift_add":
             if pad != "VALID":
                 x = jnp.pad(x, ((0, 0),) * (x.ndim - 3) + (pad[0], pad[1], (0, 0)))
             y = depthwise_conv_valid(x, kernel)

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from afc_jax import layers, ops
+from afc_jax.layers.conv import CircularConv, resolve_depthwise_impl
 from tests.helpers import rel_err
 
 TOL = 1e-5
@@ -431,3 +432,51 @@ def test_layer_scale(init_value):
     params = module.init(KEY, x)["params"]
     np.testing.assert_array_equal(params["gamma"], np.full(4, init_value, np.float32))
     assert rel_err(module.apply({"params": params}, x), np.asarray(x) * init_value) <= TOL
+
+
+def test_depthwise_impl_choice_by_backend():
+    assert resolve_depthwise_impl("auto", "cpu") == "shift_add"
+    assert resolve_depthwise_impl("auto", "tpu") == "conv"
+    assert resolve_depthwise_impl("auto", "gpu") == "conv"
+    assert resolve_depthwise_impl("conv", "cpu") == "conv"
+    with pytest.raises(ValueError, match="depthwise_impl must be one of"):
+        CircularConv(4, (3, 3), depthwise_impl="fft").init(
+            jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 4))
+        )
+
+
+@pytest.mark.parametrize("padding_mode", ["circular", "zeros"])
+def test_depthwise_impls_are_the_same_function_with_the_same_params(padding_mode):
+    """What a TPU/GPU run ("conv") and a CPU run ("shift_add") compute from one checkpoint."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 12, 6))
+    layers = {
+        impl: CircularConv(
+            6,
+            (7, 7),
+            padding=((3, 3), (3, 3)),
+            feature_group_count=6,
+            padding_mode=padding_mode,
+            depthwise_impl=impl,
+        )
+        for impl in ("shift_add", "conv")
+    }
+    params = layers["conv"].init(jax.random.PRNGKey(2), x)
+    assert jax.tree_util.tree_structure(
+        layers["shift_add"].init(jax.random.PRNGKey(2), x)
+    ) == jax.tree_util.tree_structure(params)
+
+    def loss(impl):
+        return lambda p, x: jnp.sum(jnp.sin(layers[impl].apply(p, x)))
+
+    # Each really runs its own way: XLA's convolution only in "conv".
+    jaxprs = {impl: str(jax.make_jaxpr(layers[impl].apply)(params, x)) for impl in layers}
+    assert "conv_general_dilated" in jaxprs["conv"]
+    assert "conv_general_dilated" not in jaxprs["shift_add"]
+    out = {impl: layers[impl].apply(params, x) for impl in layers}
+    assert float(jnp.max(jnp.abs(out["conv"]))) > 0.1
+    assert rel_err(out["shift_add"], out["conv"]) < 1e-5
+    grads = {impl: jax.grad(loss(impl), argnums=(0, 1))(params, x) for impl in layers}
+    for a, b in zip(
+        jax.tree_util.tree_leaves(grads["shift_add"]), jax.tree_util.tree_leaves(grads["conv"])
+    ):
+        assert rel_err(a, b) < 1e-5
