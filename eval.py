@@ -26,7 +26,9 @@ _CONFIG = define_config_flag("config", "the training config file (eval settings:
 _CHECKPOINTS = flags.DEFINE_multi_string(
     "checkpoint", None, "checkpoint to evaluate ([label=]path); repeat for several"
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "where the json, markdown and plots go")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "where the json, markdown and plots go (a directory or a gs:// URL)"
+)
 _WEIGHTS = flags.DEFINE_enum(
     "weights", None, list(WEIGHTS), "training checkpoints: EMA or raw weights (eval.weights)"
 )

@@ -19,6 +19,8 @@ os.environ["XLA_FLAGS"] = _flags.strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+from etils.epath import gpath  # noqa: E402
+from etils.epath import testing as epath_testing  # noqa: E402
 
 from tests.helpers import (  # noqa: E402, F401  (re-exported for convenience)
     nchw_to_nhwc,
@@ -29,6 +31,38 @@ from tests.helpers import (  # noqa: E402, F401  (re-exported for convenience)
 )
 
 jax.config.update("jax_enable_x64", False)
+
+
+@pytest.fixture
+def fake_bucket(tmp_path, monkeypatch):
+    """A fake gs:// for epath: records (operation, path, mode) of every call on a gs:// path
+    and keeps `gs://x` in tmp_path/gs/x; local paths work as usual. Yields (calls, local)."""
+    monkeypatch.chdir(tmp_path)  # a regression that writes "gs:/..." locally stays in tmp_path
+    calls = []
+
+    def local(path):
+        return str(tmp_path / "gs" / os.fspath(path)[len("gs://") :])
+
+    def fake(name, fn):
+        def call(original, path, *args, **kwargs):
+            if not os.fspath(path).startswith("gs://"):  # local files: the real thing
+                return original(path, *args, **kwargs)
+            calls.append((name, os.fspath(path), *args))  # the real one would reach for GCS
+            return fn(local(path), *args, **kwargs)
+
+        return call
+
+    # With TensorFlow installed epath sends gs:// to tf.io.gfile directly, past the mock.
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+    with epath_testing.mock_epath(
+        open=fake("open", open),
+        exists=fake("exists", os.path.exists),
+        isdir=fake("isdir", os.path.isdir),
+        makedirs=fake("makedirs", lambda p, exist_ok=False: os.makedirs(p, exist_ok=exist_ok)),
+        mkdir=fake("mkdir", lambda p, exist_ok=False: os.makedirs(p, exist_ok=exist_ok)),
+        listdir=fake("listdir", os.listdir),
+    ):
+        yield calls, local
 
 
 @pytest.fixture

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 JSON_FILE = "shift_robustness.json"
 MARKDOWN_FILE = "shift_robustness.md"
@@ -203,10 +204,19 @@ def _finite(obj):
     return obj
 
 
-def write_json(report: Mapping, path: str | os.PathLike) -> Path:
-    path = Path(path)
+def write_json(report: Mapping, path: str | os.PathLike) -> epath.Path:
+    path = epath.Path(path)  # local or gs://
     text = json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False)
     path.write_text(text + "\n")
+    return path
+
+
+def _save_figure(fig, path) -> epath.Path:
+    """PNG to a local path or an object store (rendered in memory, written in one piece)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    path = epath.Path(path)
+    path.write_bytes(buffer.getvalue())
     return path
 
 
@@ -222,7 +232,7 @@ def _pyplot():
     return plt
 
 
-def plot_heatmaps(report: Mapping, protocol: str, title: str, path) -> Path | None:
+def plot_heatmaps(report: Mapping, protocol: str, title: str, path) -> epath.Path | None:
     """Per-shift accuracy of every model over one grid, one panel per model."""
     panels = [
         (e["name"], e["protocols"][protocol])
@@ -264,16 +274,16 @@ def plot_heatmaps(report: Mapping, protocol: str, title: str, path) -> Path | No
     n = panels[0][1]["heatmap_examples"]
     fig.suptitle(f"Accuracy per {title} ({n} examples)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    path = _save_figure(fig, path)
     plt.close(fig)
-    return Path(path)
+    return path
 
 
 def _step(values) -> float:
     return float(values[1] - values[0]) if len(values) > 1 else 1.0
 
 
-def plot_equivariance(report: Mapping, path) -> Path | None:
+def plot_equivariance(report: Mapping, path) -> epath.Path | None:
     """Mean relative equivariance error per stage, integer and fractional shifts, per model."""
     rows = [
         (e["name"], e["protocols"]["feature_equivariance"])
@@ -310,14 +320,14 @@ def plot_equivariance(report: Mapping, path) -> Path | None:
         "Feature equivariance: ||shift(F(x)) - F(shift(x))|| / ||F(shift(x))||", fontsize=10
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    path = _save_figure(fig, path)
     plt.close(fig)
-    return Path(path)
+    return path
 
 
 def write_all(report: dict, workdir: str | os.PathLike, *, plots: bool = True) -> dict:
     """Writes the JSON, the markdown and the PNGs into `workdir`; returns {kind: path}."""
-    workdir = Path(workdir)
+    workdir = epath.Path(workdir)  # local or gs://
     workdir.mkdir(parents=True, exist_ok=True)
     files = {}
     if plots:

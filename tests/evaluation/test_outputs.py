@@ -15,7 +15,7 @@ import pytest
 from afc_jax import checkpoints, models
 from afc_jax import evaluation as ev_lib
 from afc_jax.checkpoints.torch_writer import write_torch_state_dict
-from afc_jax.evaluation import loading
+from afc_jax.evaluation import loading, reporting
 from tests.evaluation import fakes
 from tests.helpers import random_variables
 
@@ -120,7 +120,7 @@ def test_every_checkpoint_kind_loads(saved):
         loading.load_checkpoint(str(saved["pth"]), wrong, 10)
 
 
-def test_reports_for_checkpoints_side_by_side(saved, tmp_path):
+def test_reports_for_checkpoints_side_by_side(saved, tmp_path, fake_bucket):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((N, 32, 32, 3)).astype(np.float32)
     labels = rng.integers(0, 10, N)
@@ -155,13 +155,24 @@ def test_reports_for_checkpoints_side_by_side(saved, tmp_path):
         "| model | test accuracy | integer grid | half-pixel grid | fractional grid | crop shift |"
     ) in md
     assert "| pth |" in md and "| run |" in md
-    for png in (
-        "integer_grid_heatmap.png",
-        "half_pixel_grid_heatmap.png",
-        "feature_equivariance.png",
-    ):
+    pngs = ("integer_grid_heatmap.png", "half_pixel_grid_heatmap.png", "feature_equivariance.png")
+    for png in pngs:
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+
+    # eval.py --workdir gs://...: the same files reach the (fake) bucket, through epath.
+    calls, local = fake_bucket
+    url = "gs://bucket/evals/digits"
+    files = reporting.write_all(json.loads((out / ev_lib.JSON_FILE).read_text()), url)
+    names = [ev_lib.JSON_FILE, ev_lib.MARKDOWN_FILE, *pngs]
+    written = {c[1] for c in calls if c[0] == "open" and c[2] in ("w", "wb")}
+    assert written == {f"{url}/{name}" for name in names}
+    assert files["json"] == f"{url}/{ev_lib.JSON_FILE}"
+    for name in names[1:]:
+        assert open(local(f"{url}/{name}"), "rb").read() == (out / name).read_bytes(), name
+    in_bucket = json.loads(open(local(files["json"])).read())
+    assert in_bucket.pop("files")["markdown"] == f"{url}/{ev_lib.MARKDOWN_FILE}"
+    assert in_bucket == {k: v for k, v in on_disk.items() if k != "files"}
 
 
 def test_eval_cli(saved, tmp_path):

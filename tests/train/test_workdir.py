@@ -1,8 +1,9 @@
 """Workdirs on object stores: a gs:// workdir stays a URL and every file goes through epath.
 
 No bucket is reachable here, so epath's backend is replaced by one that records each call and
-keeps the files under the test's tmp_path. The assertions are on what the code asked for: a
-local `open()` or an `os.path.abspath` of the URL never reaches the fake bucket, and fails.
+keeps the files under the test's tmp_path (the `fake_bucket` fixture of tests/conftest.py).
+The assertions are on what the code asked for: a local `open()` or an `os.path.abspath` of
+the URL never reaches the fake bucket, and fails.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import os
 
 import numpy as np
 import pytest
-from etils.epath import gpath
-from etils.epath import testing as epath_testing
 
 from afc_jax.evaluation import loading
 from afc_jax.train import checkpointing
@@ -21,38 +20,6 @@ from afc_jax.train import workdir as workdirs
 from afc_jax.train.logging import MetricWriter
 
 URL = "gs://bucket/runs/afc_t"
-
-
-@pytest.fixture
-def fake_bucket(tmp_path, monkeypatch):
-    """Records (operation, path, mode) of every epath call; `gs://x` lives in tmp_path/gs/x."""
-    monkeypatch.chdir(tmp_path)  # a regression that writes "gs:/..." locally stays in tmp_path
-    calls = []
-
-    def local(path):
-        path = os.fspath(path)
-        assert path.startswith("gs://"), f"a local path reached the gs:// backend: {path}"
-        return str(tmp_path / "gs" / path[len("gs://") :])
-
-    def fake(name, fn):
-        def call(original, path, *args, **kwargs):
-            del original  # the real one would try to reach GCS
-            calls.append((name, os.fspath(path), *args))
-            return fn(local(path), *args, **kwargs)
-
-        return call
-
-    # With TensorFlow installed epath sends gs:// to tf.io.gfile directly, past the mock.
-    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
-    with epath_testing.mock_epath(
-        open=fake("open", open),
-        exists=fake("exists", os.path.exists),
-        isdir=fake("isdir", os.path.isdir),
-        makedirs=fake("makedirs", lambda p, exist_ok=False: os.makedirs(p, exist_ok=exist_ok)),
-        mkdir=fake("mkdir", lambda p, exist_ok=False: os.makedirs(p, exist_ok=exist_ok)),
-        listdir=fake("listdir", os.listdir),
-    ):
-        yield calls, local
 
 
 def test_resolve_keeps_urls_and_makes_local_paths_absolute(tmp_path, monkeypatch):
