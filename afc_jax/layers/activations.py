@@ -93,25 +93,18 @@ class LowpassPolynomialActivation(_PolyBase):
         commute); None filters x here.
         """
         coef, s_in, s_out = self._params(x.shape[-1])
-        if x_lowpass is not None:
-            if x_lowpass.shape != x.shape:
-                raise ValueError(f"x_lowpass {x_lowpass.shape} must have x's shape {x.shape}")
-            x, x_lowpass, coef, s_in, s_out = nn.dtypes.promote_dtype(
-                x, x_lowpass, coef, s_in, s_out, dtype=self.dtype
-            )
-            xs = s_in * x
-            smooth = s_in * x_lowpass
-            return s_out * (coef[:, 0] + coef[:, 1] * xs + coef[:, 2] * xs * smooth)
-        x, coef, s_in, s_out = nn.dtypes.promote_dtype(x, coef, s_in, s_out, dtype=self.dtype)
+        if x_lowpass is not None and x_lowpass.shape != x.shape:
+            raise ValueError(f"x_lowpass {x_lowpass.shape} must have x's shape {x.shape}")
+        x, x_lowpass, coef, s_in, s_out = nn.dtypes.promote_dtype(
+            x, x_lowpass, coef, s_in, s_out, dtype=self.dtype
+        )
         xs = s_in * x
-        if self.filter_impl is None:
+        if x_lowpass is not None:
+            smooth = s_in * x_lowpass  # the low-pass is linear: lowpass(s_in x) = s_in lowpass(x)
+        elif self.filter_impl is None:
             smooth = ideal_lowpass(xs, self.cutoff, rule=self.filter_rule)
         else:
-            impl = self.filter_impl
-            if impl == "auto":
-                impl = dft.choose_filter_impl(
-                    "lowpass", max(x.shape[-3], x.shape[-2]), x.shape[-1]
-                )
+            impl = dft.resolve_filter_impl(self.filter_impl, "lowpass", x.shape)
             smooth = dft.lowpass(xs, self.cutoff, rule=self.filter_rule, impl=impl)
         return s_out * (coef[:, 0] + coef[:, 1] * xs + coef[:, 2] * xs * smooth)
 

@@ -33,11 +33,7 @@ class IdealBlurPool(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (N, H, W, C) -> (N, ceil(H/stride), ceil(W/stride), C)."""
         if self.filter_impl is not None:
-            impl = self.filter_impl
-            if impl == "auto":
-                impl = dft.choose_filter_impl(
-                    f"downsample{self.stride}", max(x.shape[-3], x.shape[-2]), x.shape[-1]
-                )
+            impl = dft.resolve_filter_impl(self.filter_impl, f"downsample{self.stride}", x.shape)
             return dft.downsample(
                 x, self.stride, rule=self.filter_rule, cutoff=self.cutoff, impl=impl
             )

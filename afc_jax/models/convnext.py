@@ -131,10 +131,7 @@ class Stem(_Configured):
 
     def _image_lowpass(self, images: jax.Array, cutoff: float) -> jax.Array:
         """Ideal low-pass of the (N, H, W, C) images, computed in float32, images' dtype."""
-        impl = self.filter_impl
-        if impl in (None, "auto"):
-            h, w, c = images.shape[-3:]
-            impl = dft.choose_filter_impl("lowpass", max(h, w), c)
+        impl = dft.resolve_filter_impl(self.filter_impl or "auto", "lowpass", images.shape)
         return dft.lowpass(images, cutoff, rule=self.filter_rule, impl=impl)
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "band_basis",
     "band_resample_matrix",
     "choose_filter_impl",
+    "resolve_filter_impl",
     "choose_layout",
     "dense_cost",
     "downsample",
@@ -527,6 +528,14 @@ def choose_filter_impl(op: str, size: int, channels: int, backend: str | None = 
     limit = DENSE_COST_LIMIT.get(backend, DENSE_COST_LIMIT["cpu"])
     cost = max(dense_cost(a, b) for a, b in _op_sizes(op, size))
     return "matrix" if cost <= limit else "fft"
+
+
+def resolve_filter_impl(impl: str, op: str, shape) -> str:
+    """`impl`, or for "auto" `choose_filter_impl(op, ...)` of an (..., H, W, C) input shape."""
+    if impl != "auto":
+        return impl
+    h, w, c = shape[-3:]
+    return choose_filter_impl(op, max(h, w), c)
 
 
 def choose_layout(size: int, channels: int, impl: str = "matrix", backend=None) -> str:
