@@ -25,9 +25,8 @@ from etils.epath import testing as epath_testing  # noqa: E402
 from tests.helpers import (  # noqa: E402, F401  (re-exported for convenience)
     nchw_to_nhwc,
     nhwc_to_nchw,
+    official_fixture,
     rel_err,
-    require_shared,
-    shared_spec_dir,
 )
 
 jax.config.update("jax_enable_x64", False)
@@ -63,12 +62,6 @@ def fake_bucket(tmp_path, monkeypatch):
         listdir=fake("listdir", os.listdir),
     ):
         yield calls, local
-
-
-@pytest.fixture
-def shared_spec():
-    """Path of ../shared/spec; skips the test when the fixtures are absent."""
-    return require_shared()
 
 
 def pytest_collection_modifyitems(config, items):

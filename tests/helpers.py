@@ -1,43 +1,33 @@
 """Shared test helpers (import as `from tests.helpers import ...`).
 
-The parity fixtures live in `../shared/spec` beside the checkout (override with the environment
-variable `AFC_SHARED_DIR`, pointing either at the `shared` folder or at its `spec` folder).
-Nothing here touches the file system at import time.
+The official models' parity fixtures ship with the tests in `tests/fixtures/official/` (see its
+README); the numerical contract they check is `../shared/spec/README.md`. Nothing here touches
+the file system at import time.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_MISSING = (
-    "../shared/spec not found beside the checkout: parity fixtures are unavailable "
-    "(set AFC_SHARED_DIR)"
-)
+OFFICIAL_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "official"
 
 
-def shared_spec_dir() -> Path | None:
-    """The `spec` folder of the shared fixtures, or None when it cannot be found."""
-    candidates = []
-    env = os.environ.get("AFC_SHARED_DIR")
-    if env:
-        candidates += [Path(env) / "spec", Path(env)]
-    candidates.append(REPO_ROOT.parent / "shared" / "spec")
-    for path in candidates:
-        if (path / "fixtures").is_dir():
-            return path.resolve()
-    return None
+def official_fixture(*parts: str) -> Path:
+    """Path of a file or folder under `tests/fixtures/official/`, e.g. `("models", "x.npz")`.
 
-
-def require_shared() -> Path:
-    """`shared_spec_dir()`, or skip the calling test when the fixtures are absent."""
-    path = shared_spec_dir()
-    if path is None:
-        pytest.skip(SHARED_MISSING)
+    Raises FileNotFoundError (the test fails, it never skips) when it is missing: the fixtures
+    are part of the repository, so a missing one is a broken checkout.
+    """
+    path = OFFICIAL_FIXTURES.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"official parity fixture {path} is missing: the fixtures are committed with the "
+            "tests (tests/fixtures/official/README.md says how they are made); restore them "
+            "with `git checkout -- tests/fixtures/official`"
+        )
     return path
 
 

@@ -1,4 +1,4 @@
-"""Parity with the official single-layer fixtures (`../shared/spec/fixtures/layers`, spec §10).
+"""Parity with the official single-layer fixtures (`tests/fixtures/official/layers`, spec §10).
 
 One test id per fixture case of `index.json`. Cases marked "ok": true are compared with the
 official outputs; cases marked "ok": false record inputs on which the official code failed, and
@@ -7,7 +7,7 @@ for those we check that our code works and follows the documented rule instead.
 Tolerance: max|Δ| / max|ref| <= 1e-5 (float32 FFT round-off is ~3e-7 observed).
 
 The fixtures are looked up when pytest collects this module (in `pytest_generate_tests`), never
-at import; without them every test is reported as skipped.
+at import; a missing fixture fails collection (it never skips).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from afc_jax import layers, ops
-from tests.helpers import SHARED_MISSING, nchw_to_nhwc, rel_err, require_shared, shared_spec_dir
+from tests.helpers import nchw_to_nhwc, official_fixture, rel_err
 
 TOL = 1e-5
 # Groups whose "ok" cases compare an ideal filter whose rule we can switch.
@@ -33,22 +33,17 @@ RULE_GROUPS = ("lpf_rfft", "blurpool_ideal")
 # ----------------------------------------------------------------------------- collection
 
 
-def _load_index() -> dict | None:
-    spec = shared_spec_dir()
-    if spec is None:
-        return None
-    return json.loads((spec / "fixtures" / "layers" / "index.json").read_text())
+def _load_index() -> dict:
+    return json.loads(official_fixture("layers", "index.json").read_text())
 
 
 def _case_params(index, select):
-    if index is None:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=SHARED_MISSING),
-                             id="shared-missing")]
     out = [pytest.param((group, name), id=f"{group}/{name}")
            for group, cases in index.items() for name, case in cases.items()
            if select(group, case)]
-    return out or [pytest.param(None, marks=pytest.mark.skip(reason="no such fixture case"),
-                                id="none")]
+    if not out:  # a selector that matches nothing is a broken index, not a skip
+        raise ValueError("tests/fixtures/official/layers/index.json has no case for a selector")
+    return out
 
 
 def pytest_generate_tests(metafunc):
@@ -64,14 +59,13 @@ def pytest_generate_tests(metafunc):
 
 @functools.cache
 def _arrays(group: str) -> dict[str, np.ndarray]:
-    path = require_shared() / "fixtures" / "layers" / f"{group}.npz"
+    path = official_fixture("layers", f"{group}.npz")
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
 
 
 @functools.lru_cache(maxsize=1)
 def _index() -> dict:
-    require_shared()
     return _load_index()
 
 

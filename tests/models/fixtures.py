@@ -1,4 +1,4 @@
-"""Loading the official nano-model fixtures of ../shared/spec (spec §10)."""
+"""Loading the official nano-model fixtures (`tests/fixtures/official/models`, spec §10)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import functools
 import numpy as np
 
 from afc_jax import models
-from tests.helpers import nchw_to_nhwc, require_shared
+from tests.helpers import nchw_to_nhwc, official_fixture
 
 NANO = dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=10)
 FIXTURE_FAMILIES = {
@@ -21,7 +21,7 @@ SIZES = ("96x96", "128x128")
 
 @functools.cache
 def _load(fixture: str) -> dict:
-    path = require_shared() / "fixtures" / "models" / f"{fixture}.npz"
+    path = official_fixture("models", f"{fixture}.npz")
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
 

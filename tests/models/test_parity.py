@@ -1,4 +1,5 @@
-"""Parity with the official PyTorch models on the ../shared fixtures (spec §10).
+"""Parity with the official PyTorch models on their fixtures (`tests/fixtures/official/models`,
+spec §10 of `../shared/spec/README.md`).
 
 Target: logits and every downsample/stage output within 1e-4 relative (max|Δ| / max|ref|) in
 float32; measured errors are ~1e-6 (FFT and summation-order round-off).

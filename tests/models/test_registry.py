@@ -11,7 +11,7 @@ import pytest
 
 from afc_jax import models
 from afc_jax.checkpoints.torch_import import abstract_params, torch_key_mapping
-from tests.helpers import random_variables, require_shared
+from tests.helpers import official_fixture, random_variables
 
 FAMILY_OF_TABLE = {
     "afc_tiny": "convnext_afc_tiny",
@@ -52,8 +52,8 @@ def test_afc_adds_only_polynomial_parameters():
 
 @pytest.mark.parametrize("table", list(FAMILY_OF_TABLE))
 def test_key_table_matches_the_official_tiny_state_dict(table):
-    spec = require_shared()
-    entries = json.loads((spec / "official_tiny_state_dict_keys.json").read_text())[table]
+    path = official_fixture("official_tiny_state_dict_keys.json")
+    entries = json.loads(path.read_text())[table]
     official = {e["key"]: tuple(e["shape"]) for e in entries if e["kind"] == "parameter"}
     model = models.create(FAMILY_OF_TABLE[table])
     mapping = torch_key_mapping(model)
