@@ -1,9 +1,9 @@
 """The ConvNeXt/AFC optimisation recipe in optax.
 
 AdamW with a linear warm-up and cosine decay to `min_lr`, the peak learning rate scaled linearly
-with the global batch size, weight decay only on conv/linear kernels (not on biases, norm
-parameters, layer-scale gammas or polynomial coefficients and scales), optional global-norm
-clipping and gradient accumulation.
+with the global batch size (the official script uses its lr as given; identical at the paper's
+global batch of 4096, see README "Deviations from the official recipe"), weight decay by the
+official rule (`weight_decay_mask`), optional global-norm clipping and gradient accumulation.
 """
 
 from __future__ import annotations
@@ -36,11 +36,22 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
 
 
 def weight_decay_mask(params):
-    """True for the leaves that get weight decay: conv and linear kernels only."""
+    """True for the leaves that get weight decay, by the official ConvNeXt/AFC rule.
+
+    The official optimizer decays every parameter with more than one dimension whose name does
+    not end in `.bias`: conv and linear weights and the polynomial coefficients (`coef`, torch
+    (C, 3, 1, 1), Flax (C, 3)); not biases, norm scales, layer-scale gammas, the stem residual
+    gamma or the polynomial `in_scale`/`out_scale` (all one-dimensional). The rule is applied to
+    the Flax leaves directly: every Flax parameter has more than one dimension exactly when its
+    official counterpart does (conv (kh, kw, in, out) <-> (out, in, kh, kw), linear transposed,
+    coef (C, 3) <-> (C, 3, 1, 1), the rest unchanged; tests/train/test_optimizer.py checks this
+    for every family through the torch-name mapping), and Flax biases are the leaves named
+    `bias`. So any family, size or future layer is covered by rule, not by a list of names.
+    """
 
     def decays(path, leaf):
-        name = getattr(path[-1], "key", str(path[-1]))
-        return name == "kernel" and leaf.ndim >= 2
+        name = getattr(path[-1], "key", getattr(path[-1], "name", str(path[-1])))
+        return len(getattr(leaf, "shape", ())) > 1 and name != "bias"
 
     return jax.tree_util.tree_map_with_path(decays, params)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from afc_jax import models
+from afc_jax.checkpoints.torch_import import _torch_shape, abstract_params, torch_key_mapping
 from afc_jax.train.optimizer import (
     learning_rate_schedule,
     make_optimizer,
@@ -15,6 +18,7 @@ from afc_jax.train.optimizer import (
     weight_decay_mask,
 )
 from configs import digits, imagenet, tfds_small
+from tests.helpers import official_fixture
 
 
 def test_imagenet_defaults_are_the_paper_recipe():
@@ -85,16 +89,72 @@ def test_schedule_counts_optimizer_updates_under_accumulation():
     assert float(sched(200)) == pytest.approx(4e-3, rel=1e-5)  # end of 20 warm-up epochs
 
 
-def test_weight_decay_only_on_kernels():
-    model = models.create("convnext_afc", depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=3)
-    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+OFFICIAL_GROUP_TABLES = {
+    "afc_tiny": "convnext_afc_tiny",
+    "baseline_circular_tiny": "convnext_baseline_circular_tiny",
+    "aps_tiny": "convnext_aps_tiny",
+    "convnext_tiny": "convnext_tiny",
+}
+
+
+def _leaf(tree, path):
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+@pytest.mark.parametrize("table", list(OFFICIAL_GROUP_TABLES))
+def test_weight_decay_groups_equal_the_official_ones(table):
+    """The mask, read through the official state-dict names, is the official optimizer's
+    decay / no-decay split (tests/fixtures/official/official_param_groups.json)."""
+    groups = json.loads(official_fixture("official_param_groups.json").read_text())
+    official = groups["families"][table]
+    model = models.create(OFFICIAL_GROUP_TABLES[table], num_classes=1000)
+    params = abstract_params(model)  # jax.eval_shape: nothing is compiled or allocated
     mask = weight_decay_mask(params)
-    flat = {jax.tree_util.keystr(p): m for p, m in jax.tree_util.tree_leaves_with_path(mask)}
-    decayed = {k for k, m in flat.items() if m}
-    assert decayed and all(k.endswith("['kernel']") for k in decayed)
-    for part in ("['bias']", "['scale']", "['gamma']", "['coef']", "['in_scale']", "['out_scale']"):
-        names = [k for k in flat if k.endswith(part)]
-        assert names and not any(flat[k] for k in names), part
+    decayed = {m.torch_key for m in torch_key_mapping(model) if _leaf(mask, m.flax_path)}
+    not_decayed = {m.torch_key for m in torch_key_mapping(model) if not _leaf(mask, m.flax_path)}
+    assert decayed == set(official["decay"])
+    assert not_decayed == set(official["no_decay"])
+    assert len(decayed) == official["n_decay"]
+    numel = sum(
+        int(np.prod(_leaf(params, m.flax_path).shape))
+        for m in torch_key_mapping(model)
+        if _leaf(mask, m.flax_path)
+    )
+    assert numel == official["numel_decay"]
+    if table == "afc_tiny":  # the polynomial coefficients are decayed, their scales not
+        assert "stages.2.4.mlp.act.coef" in decayed
+        assert "downsample_layers.0.1.residual.0.coef" in decayed
+        assert "stages.2.4.mlp.act.in_scale" not in decayed
+
+
+@pytest.mark.parametrize("family", sorted(models.FAMILIES))
+def test_flax_leaves_have_more_than_one_dim_exactly_when_the_torch_ones_do(family):
+    """Why the mask may apply the official rule to the Flax shapes: for every family (the
+    ablation rungs too) each parameter's dimensionality is > 1 in Flax iff it is in torch, and
+    the Flax leaves named `bias` are exactly the torch `*.bias` keys."""
+    model = models.create(family, depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=10)
+    params = abstract_params(model)
+    for m in torch_key_mapping(model):
+        flax_shape = tuple(_leaf(params, m.flax_path).shape)
+        torch_shape = _torch_shape(m.kind, flax_shape)
+        assert (len(flax_shape) > 1) == (len(torch_shape) > 1), m.torch_key
+        assert (m.flax_path[-1] == "bias") == m.torch_key.endswith(".bias"), m.torch_key
+
+
+def test_weight_decay_mask_by_rule_on_any_tree():
+    params = {
+        "conv": {"kernel": jnp.ones((3, 3, 2, 4)), "bias": jnp.ones((4,))},
+        "act": {"coef": jnp.ones((4, 3)), "in_scale": jnp.ones((1,))},
+        "odd": {"bias": jnp.ones((2, 2)), "table": jnp.ones((5, 2)), "scalar": jnp.ones(())},
+    }
+    mask = weight_decay_mask(params)
+    assert mask == {
+        "conv": {"kernel": True, "bias": False},
+        "act": {"coef": True, "in_scale": False},
+        "odd": {"bias": False, "table": True, "scalar": False},
+    }
 
 
 def test_adamw_decays_kernels_and_not_the_rest():
