@@ -8,13 +8,17 @@ function serves all four families. Layout conversions:
 - polynomial `coef` (C, 3, 1, 1) -> (C, 3);
 - everything else (biases, norm weights, gammas, scales) unchanged.
 
-Cached filter masks (`*.rect`, size dependent, created on the first forward) and the circular
-baseline's unused `*.filt.filt` constants are ignored.
+On import, cached filter masks (`*.rect`, size dependent, created on the first forward) and the
+constant blur filters (`*.filt.filt`: the circular baseline's 1-tap filter, the blur rung's
+binomial) are ignored. On export (`to_torch_state_dict`) those constant filters are written
+(`torch_buffers`), so the official model loads the result with `strict=True`; `.rect` masks are
+not (the official model creates them lazily).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 import jax
@@ -93,7 +97,7 @@ def torch_key_mapping(model: ConvNeXt) -> list[KeyMapping]:
             norm(f"stages.{i}.{j}.norm", path + ("norm",))
             prefix = layout.block_prefix.format(i=i, j=j)
             add(f"{prefix}pwconv1", path + ("mlp", "pwconv1"), "linear")
-            if model.family.mlp == "alias_free":
+            if model.family.mlp_has_polynomial:
                 poly(f"{prefix}act", path + ("mlp", "act"))
             add(f"{prefix}pwconv2", path + ("mlp", "pwconv2"), "linear")
             if model.layer_scale_init > 0:
@@ -205,8 +209,44 @@ def from_torch_state_dict(state_dict: Mapping[str, object], model: ConvNeXt) -> 
     return {"params": _unflatten(flat)}
 
 
+def _binomial_filter(taps: int, channels: int) -> np.ndarray:
+    """(channels, 1, taps, taps) float32: the normalised outer product of binomial taps."""
+    row = np.array([math.comb(taps - 1, k) for k in range(taps)], np.float64)
+    filt = np.outer(row, row)
+    filt = filt / filt.sum()
+    return np.ascontiguousarray(np.broadcast_to(filt, (channels, 1, taps, taps)), np.float32)
+
+
+def torch_buffers(model: ConvNeXt) -> dict[str, np.ndarray]:
+    """The constant buffers the official model registers at construction (key -> array).
+
+    Families that downsample with the official BlurPool module (the circular baseline: 1 tap,
+    i.e. plain subsampling; the blur rung: `blur_size` taps) hold its filter as
+    `<module>.filt.filt`, one copy per channel: in the stem just before the stem norm, and in
+    each downsampling layer just after its conv. Other families have none (`.rect` masks are
+    created by the first forward pass and are not included).
+    """
+    family = model.family
+    if family.downsampling not in ("subsample", "blur"):
+        return {}
+    taps = 1 if family.downsampling == "subsample" else family.blur_size
+    layout = family.torch_layout
+
+    def after(key: str, step: int) -> str:
+        prefix, _, index = key.rpartition(".")
+        return f"{prefix}.{int(index) + step}"
+
+    out = {f"{after(layout.stem_norm, -1)}.filt.filt": _binomial_filter(taps, model.dims[0])}
+    for i in range(1, 4):
+        conv_module = layout.downsample_conv.format(i=i).rpartition(".")[0]
+        out[f"{after(conv_module, 1)}.filt.filt"] = _binomial_filter(taps, model.dims[i])
+    return out
+
+
 def to_torch_state_dict(variables: Mapping, model: ConvNeXt) -> dict[str, np.ndarray]:
-    """The inverse of `from_torch_state_dict` (official key -> numpy array)."""
+    """The inverse of `from_torch_state_dict` (official key -> numpy array), plus the official
+    model's constant buffers (`torch_buffers`): every key the official model has at
+    construction, so `load_state_dict(..., strict=True)` accepts it."""
     flat = _flatten(variables["params"] if "params" in variables else variables)
     out = {}
     for m in torch_key_mapping(model):
@@ -218,4 +258,5 @@ def to_torch_state_dict(variables: Mapping, model: ConvNeXt) -> dict[str, np.nda
         elif m.kind == "coef":
             a = a.reshape(a.shape + (1, 1))
         out[m.torch_key] = np.ascontiguousarray(a)
+    out.update(torch_buffers(model))
     return out

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+import jax
 import numpy as np
 import pytest
 
 from afc_jax import checkpoints, models
-from tests.helpers import random_variables
+from afc_jax.checkpoints.torch_import import abstract_params, torch_buffers
+from tests.helpers import official_fixture, random_variables
 
 NANO = dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=10)
 FAMILIES = list(models.FAMILIES)
@@ -83,3 +87,47 @@ def test_wrong_family_is_reported():
 def test_non_mapping_input():
     with pytest.raises(TypeError, match="read_torch_checkpoint"):
         checkpoints.from_torch_state_dict([1, 2], models.create("convnext", **NANO))
+
+
+OFFICIAL_TINY = {
+    "afc_tiny": "convnext_afc_tiny",
+    "baseline_circular_tiny": "convnext_baseline_circular_tiny",
+    "aps_tiny": "convnext_aps_tiny",
+    "convnext_tiny": "convnext_tiny",
+}
+
+
+@pytest.mark.parametrize("table", list(OFFICIAL_TINY))
+def test_export_has_every_key_and_shape_of_the_official_tiny_model(table):
+    """Parameters and construction-time buffers (the circular baseline's four `*.filt.filt`),
+    no lazily cached `.rect` masks: what `load_state_dict(strict=True)` needs."""
+    entries = json.loads(official_fixture("official_tiny_state_dict_keys.json").read_text())
+    official = {e["key"]: tuple(e["shape"]) for e in entries[table]}
+    model = models.create(OFFICIAL_TINY[table], num_classes=1000)
+    zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), abstract_params(model))
+    exported = checkpoints.to_torch_state_dict({"params": zeros}, model)
+    assert {k: tuple(v.shape) for k, v in exported.items()} == official
+    buffers = {e["key"] for e in entries[table] if e["kind"] == "buffer"}
+    assert set(torch_buffers(model)) == buffers
+
+
+@pytest.mark.parametrize(
+    "fixture,family",
+    [
+        (("models", "baseline_circular_nano.npz"), "convnext_baseline_circular"),
+        (("ablations", "blurpool3_nano.npz"), "convnext_blurpool"),
+        (("models", "afc_nano.npz"), "convnext_afc"),
+    ],
+)
+def test_exported_buffers_equal_the_official_values(fixture, family):
+    z = np.load(official_fixture(*fixture))
+    official = {
+        k[len("buffer/") :]: z[k]
+        for k in z.files
+        if k.startswith("buffer/") and not k.endswith(".rect")
+    }
+    model = models.create(family, **NANO)
+    got = torch_buffers(model)
+    assert set(got) == set(official)
+    for k, v in official.items():
+        np.testing.assert_array_equal(got[k], v)
