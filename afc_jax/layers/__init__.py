@@ -9,6 +9,7 @@ from afc_jax.layers.activations import (
 )
 from afc_jax.layers.conv import CircularConv
 from afc_jax.layers.mlp import AliasFreeMLP, GeluMLP
+from afc_jax.layers.mlp_variants import PolynomialMLP, UpsampledGeluMLP
 from afc_jax.layers.norms import NORM_KINDS, LayerNorm
 from afc_jax.layers.pooling import APSPool, BlurPool, IdealBlurPool, binomial_filter
 from afc_jax.layers.regularization import DropPath, LayerScale
@@ -27,7 +28,9 @@ __all__ = [
     "LowpassPolynomialActivation",
     "NORM_KINDS",
     "PolynomialActivation",
+    "PolynomialMLP",
     "StemPolynomialResidual",
+    "UpsampledGeluMLP",
     "binomial_filter",
     "gelu_exact",
 ]

@@ -1,4 +1,4 @@
-"""One configurable ConvNeXt skeleton for all four families (NHWC).
+"""One configurable ConvNeXt skeleton for every family and ablation rung (NHWC).
 
     stem -> stage 0 -> [downsample -> stage i] x 3 -> global mean -> LayerNorm -> Linear
 
@@ -28,6 +28,7 @@ import numpy as np
 from afc_jax.layers.activations import StemPolynomialResidual
 from afc_jax.layers.conv import CircularConv, convnext_kernel_init
 from afc_jax.layers.mlp import AliasFreeMLP, GeluMLP, resolve_mlp_impl
+from afc_jax.layers.mlp_variants import PolynomialMLP, UpsampledGeluMLP
 from afc_jax.layers.norms import LayerNorm
 from afc_jax.layers.pooling import APSPool, BlurPool, IdealBlurPool
 from afc_jax.layers.regularization import DropPath, LayerScale
@@ -45,9 +46,12 @@ class Resample(nn.Module):
     factor: int
     filter_rule: str = "strict"
     filter_impl: str | None = None
+    blur_size: int = 3
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.kind == "blur":
+            return BlurPool(self.factor, filter_size=self.blur_size)(x)
         if self.kind == "ideal":
             return IdealBlurPool(
                 self.factor, filter_rule=self.filter_rule, filter_impl=self.filter_impl
@@ -76,6 +80,15 @@ class _Configured(nn.Module):
     def norm(self, name: str) -> LayerNorm:
         return LayerNorm(
             self.family.norm, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+        )
+
+    def resample(self, factor: int) -> Resample:
+        return Resample(
+            self.family.downsampling,
+            factor,
+            self.filter_rule,
+            self.filter_impl,
+            blur_size=self.family.blur_size,
         )
 
     def conv(self, features: int, size: int, circular_pad: Sequence[int], name: str, **kw):
@@ -126,7 +139,7 @@ class Stem(_Configured):
             if self.family.stem == "circular" and resolve_mlp_impl(self.mlp_impl) == "fast":
                 x_lowpass = conv(self._image_lowpass(images, poly.cutoff))
             x = poly(x, x_lowpass)
-        x = Resample(self.family.downsampling, 4, self.filter_rule, self.filter_impl)(x)
+        x = self.resample(4)(x)
         return self.norm("norm")(x)
 
     def _image_lowpass(self, images: jax.Array, cutoff: float) -> jax.Array:
@@ -144,7 +157,7 @@ class Downsample(_Configured):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.norm("norm")(x)
         x = self.conv(self.features, 2, (0, 1), "conv")(x)
-        return Resample(self.family.downsampling, 2, self.filter_rule, self.filter_impl)(x)
+        return self.resample(2)(x)
 
 
 class Block(_Configured):
@@ -177,6 +190,10 @@ class Block(_Configured):
                 name="mlp",
                 **mlp_kw,
             )(y)
+        elif self.family.mlp == "poly_1x":
+            y = PolynomialMLP(name="mlp", **mlp_kw)(y)
+        elif self.family.mlp == "gelu_2x":
+            y = UpsampledGeluMLP(filter_rule=self.filter_rule, name="mlp", **mlp_kw)(y)
         else:
             y = GeluMLP(name="mlp", **mlp_kw)(y)
         if self.layer_scale_init > 0:

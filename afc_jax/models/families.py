@@ -1,4 +1,8 @@
-"""The four ConvNeXt families as configuration of one skeleton (spec §8).
+"""The ConvNeXt families as configuration of one skeleton (spec §8, §11).
+
+Besides the four main families, the ablation ladder between the circular baseline and AFC
+(spec §11) is registered: each rung is the baseline or AFC with one or two fields changed
+(`dataclasses.replace`), so adding a rung is a few lines at the end of this file.
 
 A `FamilySpec` says which stem, downsampling, normalisation, MLP and padding a family uses, and
 where the official PyTorch state dict keeps each parameter (`TorchLayout`, used by
@@ -10,8 +14,11 @@ from __future__ import annotations
 import dataclasses
 
 STEM_KINDS = ("strided", "circular")
-DOWNSAMPLING_KINDS = ("strided", "subsample", "ideal", "aps")
-MLP_KINDS = ("gelu", "alias_free")
+DOWNSAMPLING_KINDS = ("strided", "subsample", "blur", "ideal", "aps")
+# "gelu": GELU at 1x; "alias_free": AFC's polynomial on the 2x grid; "poly_1x": the same
+# polynomial at 1x; "gelu_2x": GELU on the 2x grid between ideal up- and down-sampling.
+MLP_KINDS = ("gelu", "alias_free", "poly_1x", "gelu_2x")
+POLYNOMIAL_MLPS = ("alias_free", "poly_1x")
 PADDING_KINDS = ("zeros", "circular")
 
 
@@ -39,12 +46,15 @@ class FamilySpec:
       stem_polynomial: AFC's `x + g * x * lowpass(x)` polynomial after the stem conv.
       downsampling: how resolution is reduced after a stride-1 conv: "subsample" (keep every
         k-th sample), "ideal" (ideal low-pass, then subsample), "aps" (adaptive polyphase
-        sampling, by 2 at a time) or "strided" (the conv itself is strided).
+        sampling, by 2 at a time), "blur" (binomial blur of `blur_size` taps, circular
+        padding, then subsample: BlurPool, Zhang 2019) or "strided" (the conv is strided).
       norm: "C" (per pixel over channels) or "CHW2" (alias-free) for the stem, downsampling
         and block norms.
-      mlp: "gelu" or "alias_free" (polynomial at 2x resolution).
+      mlp: "gelu", "alias_free" (polynomial at 2x resolution), "poly_1x" (the polynomial at
+        1x) or "gelu_2x" (GELU on the 2x grid between ideal up- and down-sampling).
       dw_padding: padding of the 7x7 depthwise conv.
       torch_layout: where the official PyTorch model stores each parameter.
+      blur_size: taps of the binomial blur when `downsampling` is "blur".
     """
 
     name: str
@@ -55,6 +65,12 @@ class FamilySpec:
     mlp: str
     dw_padding: str
     torch_layout: TorchLayout
+    blur_size: int = 3
+
+    @property
+    def mlp_has_polynomial(self) -> bool:
+        """Whether the block MLP has a polynomial activation (params `mlp/act`)."""
+        return self.mlp in POLYNOMIAL_MLPS
 
     def __post_init__(self):
         for field, allowed in (
@@ -67,6 +83,10 @@ class FamilySpec:
                 raise ValueError(f"FamilySpec.{field} must be one of {allowed}")
         if (self.stem == "strided") != (self.downsampling == "strided"):
             raise ValueError("a strided stem goes with strided downsampling and vice versa")
+        if self.stem_polynomial != (self.torch_layout.stem_poly is not None):
+            raise ValueError("torch_layout.stem_poly must be set iff stem_polynomial is True")
+        if self.blur_size < 1:
+            raise ValueError(f"FamilySpec.blur_size must be >= 1, got {self.blur_size}")
 
 
 _CIRCULAR_LAYOUT = dict(
@@ -140,8 +160,44 @@ CONVNEXT = FamilySpec(
     ),
 )
 
+
+def ablation(base: FamilySpec, name: str, **changes) -> FamilySpec:
+    """`base` with the given fields changed: one rung of the ablation ladder."""
+    return dataclasses.replace(base, name=name, **changes)
+
+
+# Without the stem polynomial the stem norm moves up one index in the official Sequential.
+_NO_STEM_POLY_LAYOUT = dataclasses.replace(
+    CONVNEXT_AFC.torch_layout, stem_poly=None, stem_norm="downsample_layers.0.2"
+)
+
+# The ablation ladder (spec §11), from the circular baseline towards AFC.
+_BASELINE = CONVNEXT_BASELINE_CIRCULAR
+CONVNEXT_BLURPOOL = ablation(_BASELINE, "convnext_blurpool", downsampling="blur")
+CONVNEXT_IDEAL_LPF = ablation(_BASELINE, "convnext_ideal_lpf", downsampling="ideal")
+CONVNEXT_IDEAL_LPF_AFLN = ablation(CONVNEXT_IDEAL_LPF, "convnext_ideal_lpf_afln", norm="CHW2")
+CONVNEXT_AFC_POLY1X = ablation(CONVNEXT_AFC, "convnext_afc_poly1x", mlp="poly_1x")
+CONVNEXT_AFC_NOSTEM = ablation(
+    CONVNEXT_AFC, "convnext_afc_nostem", stem_polynomial=False, torch_layout=_NO_STEM_POLY_LAYOUT
+)
+CONVNEXT_AFC_LN_C = ablation(CONVNEXT_AFC, "convnext_afc_ln_c", norm="C")
+# Not an official rung: GELU on the 2x grid (the alias-free GAN treatment). GELU is not
+# band-limited, so this reduces aliasing but cannot remove it: the answer to "why polynomials".
+CONVNEXT_AFC_UPGELU = ablation(CONVNEXT_AFC, "convnext_afc_upgelu", mlp="gelu_2x")
+
+ABLATIONS = (
+    CONVNEXT_BLURPOOL,
+    CONVNEXT_IDEAL_LPF,
+    CONVNEXT_IDEAL_LPF_AFLN,
+    CONVNEXT_AFC_POLY1X,
+    CONVNEXT_AFC_NOSTEM,
+    CONVNEXT_AFC_LN_C,
+    CONVNEXT_AFC_UPGELU,
+)
+
 FAMILIES = {
-    spec.name: spec for spec in (CONVNEXT_AFC, CONVNEXT_BASELINE_CIRCULAR, CONVNEXT_APS, CONVNEXT)
+    spec.name: spec
+    for spec in (CONVNEXT_AFC, CONVNEXT_BASELINE_CIRCULAR, CONVNEXT_APS, CONVNEXT) + ABLATIONS
 }
 
 # depths, dims (spec §8)

@@ -7,7 +7,8 @@ from afc_jax.models.families import FAMILIES, SIZES
 
 
 def available_models() -> list[str]:
-    """Every registered name: the four families and each with a size suffix."""
+    """Every registered name: each family (the four main ones and the ablation rungs), bare
+    and with each size suffix."""
     names = list(FAMILIES)
     names += [f"{family}_{size}" for family in FAMILIES for size in SIZES]
     return sorted(names)

@@ -16,6 +16,7 @@ from afc_jax.ops.fourier import (
 )
 from afc_jax.ops.padding import circular_pad, circular_pad_axis
 from afc_jax.ops.polyphase import adaptive_polyphase_sampling, polyphase_components
+from afc_jax.ops.resampling import on_fine_grid, pointwise_on_upsampled
 
 __all__ = [
     "FILTER_RULES",
@@ -29,5 +30,7 @@ __all__ = [
     "integer_frequencies",
     "lowpass_mask_1d",
     "lowpass_mask_2d",
+    "on_fine_grid",
+    "pointwise_on_upsampled",
     "polyphase_components",
 ]

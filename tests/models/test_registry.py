@@ -23,9 +23,30 @@ FAMILY_OF_TABLE = {
 CONVNEXT_PARAMS_M = {"tiny": 28.6, "small": 50.2, "base": 88.6, "large": 197.8, "xlarge": 350.2}
 
 
+ABLATION_NAMES = (
+    "convnext_blurpool",
+    "convnext_ideal_lpf",
+    "convnext_ideal_lpf_afln",
+    "convnext_afc_poly1x",
+    "convnext_afc_nostem",
+    "convnext_afc_ln_c",
+    "convnext_afc_upgelu",
+)
+# Rungs whose official state dict has exactly the parameters of a main family's.
+SAME_KEYS_AS = {
+    "convnext_blurpool_tiny": "baseline_circular_tiny",
+    "convnext_ideal_lpf_tiny": "baseline_circular_tiny",
+    "convnext_ideal_lpf_afln_tiny": "baseline_circular_tiny",
+    "convnext_afc_poly1x_tiny": "afc_tiny",
+    "convnext_afc_ln_c_tiny": "afc_tiny",
+}
+
+
 def test_registry_lists_every_family_and_size():
     names = models.available_models()
-    assert len(names) == 4 + 4 * 5
+    assert set(ABLATION_NAMES) <= set(models.FAMILIES)
+    assert len(models.FAMILIES) == 4 + len(ABLATION_NAMES)
+    assert len(names) == len(models.FAMILIES) * (1 + len(models.SIZES))
     for family in models.FAMILIES:
         assert family in names
         for size in models.SIZES:
@@ -64,6 +85,41 @@ def test_key_table_matches_the_official_tiny_state_dict(table):
         for k in m.flax_path:
             leaf = leaf[k]
         assert int(np.prod(leaf.shape)) == int(np.prod(official[m.torch_key])), m.torch_key
+
+
+def _official_keys(table: str) -> set[str]:
+    entries = json.loads(official_fixture("official_tiny_state_dict_keys.json").read_text())
+    return {e["key"] for e in entries[table] if e["kind"] == "parameter"}
+
+
+@pytest.mark.parametrize("name", list(SAME_KEYS_AS))
+def test_ablation_key_tables_follow_their_parts(name):
+    model = models.create(name)
+    assert {m.torch_key for m in torch_key_mapping(model)} == _official_keys(SAME_KEYS_AS[name])
+
+
+def test_afc_rungs_without_a_piece_drop_exactly_its_parameters():
+    afc = {m.torch_key for m in torch_key_mapping(models.create("convnext_afc_tiny"))}
+    nostem = {m.torch_key for m in torch_key_mapping(models.create("convnext_afc_nostem_tiny"))}
+    upgelu = {m.torch_key for m in torch_key_mapping(models.create("convnext_afc_upgelu_tiny"))}
+    stem_poly = {k for k in afc if k.startswith("downsample_layers.0.1.")}
+    moved_norm = {"downsample_layers.0.3.weight", "downsample_layers.0.3.bias"}
+    assert len(stem_poly) == 4
+    assert nostem == (afc - stem_poly - moved_norm) | {
+        "downsample_layers.0.2.weight",
+        "downsample_layers.0.2.bias",
+    }
+    assert upgelu == {k for k in afc if ".mlp.act." not in k}
+
+
+@pytest.mark.parametrize("name", ABLATION_NAMES)
+def test_ablations_take_every_size_and_custom_widths(name):
+    for size, (depths, dims) in models.SIZES.items():
+        model = models.create(f"{name}_{size}", num_classes=7)
+        assert (tuple(model.depths), tuple(model.dims)) == (depths, dims)
+    model = models.create(name, depths=(1, 1, 1, 1), dims=(8, 8, 16, 16), num_classes=3)
+    out = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    assert out["params"]["head"]["kernel"].shape == (16, 3)
 
 
 def test_bfloat16_compute_keeps_float32_params():
