@@ -86,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # devices on the data axis (-1: all that the fsdp axis leaves)
     c.mesh.fsdp = 1  # devices over which large params and optimizer state are sharded
     c.mesh.fsdp_min_size = 2**18  # params with fewer elements stay replicated
+    # TPU slices of a multi-slice run (DCN between them): the data axis is split over them and
+    # FSDP stays within a slice. Without slice_index (GPU/CPU) each process is one slice.
+    c.mesh.slices = 1
 
     # ----------------------------------------------------------------- bookkeeping
     c.log_every_steps = 100

@@ -4,6 +4,13 @@ The mesh has two axes. A batch is split over both (every device gets a slice). A
 its optimizer moments and EMA, which have the same shapes) with at least `fsdp_min_size`
 elements is split over the `fsdp` axis along its largest dimension that the axis divides;
 everything else is replicated. With `fsdp = 1` this is plain data parallelism.
+
+Device order: `jax.make_mesh` places the axes on the physical topology (on TPU a ring or torus
+per axis, so collectives use neighbouring links). A run over several TPU slices
+(`mesh.slices > 1`) splits the `data` axis over the slices, which talk over the data-centre
+network (DCN), and keeps `fsdp` (whose all-gathers run every layer) inside a slice, on the
+inter-chip links: `mesh_utils.create_hybrid_device_mesh`. Where devices have no slices (GPU
+clusters, CPU), each process counts as one slice.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ from __future__ import annotations
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.experimental import mesh_utils
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA, FSDP = "data", "fsdp"
 
@@ -21,10 +29,14 @@ class MeshConfigError(ValueError):
 
 
 def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int]:
+    """(data, fsdp) of the mesh `config.mesh` asks for on `num_devices` devices."""
     fsdp = int(config.mesh.fsdp)
     data = int(config.mesh.data)
+    slices = num_slices(config)
     if fsdp < 1:
         raise MeshConfigError(f"mesh.fsdp must be >= 1, got {fsdp}")
+    if slices < 1:
+        raise MeshConfigError(f"mesh.slices must be >= 1, got {slices}")
     if data == -1:
         if num_devices % fsdp:
             raise MeshConfigError(
@@ -36,13 +48,69 @@ def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int
             f"mesh data={data} x fsdp={fsdp} = {data * fsdp} devices, but {num_devices} are "
             f"available; set mesh.data=-1 to use all of them, or change mesh.fsdp"
         )
+    if data % slices:
+        raise MeshConfigError(
+            f"mesh.slices={slices} must divide the data axis ({data} = {num_devices} devices / "
+            f"fsdp {fsdp}): the data axis is split over the slices and FSDP stays in a slice"
+        )
     return data, fsdp
 
 
-def make_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
-    devices = list(jax.devices() if devices is None else devices)
+def num_slices(config: ml_collections.ConfigDict) -> int:
+    """config.mesh.slices (1 for configs written before the field existed)."""
+    slices = config.mesh.get("slices", 1)
+    return 1 if slices is None else int(slices)
+
+
+def _slice_key(devices) -> str | None:
+    """'slice_index' when the devices say which slice they are on, else None."""
+    if all(getattr(d, "slice_index", None) is not None for d in devices):
+        return "slice_index"
+    return None
+
+
+def device_grid(config: ml_collections.ConfigDict, devices) -> np.ndarray:
+    """The (data, fsdp) array of `devices` in topology-aware order (see the module doc)."""
+    devices = list(devices)
     data, fsdp = mesh_shape(config, len(devices))
-    return Mesh(np.asarray(devices).reshape(data, fsdp), (DATA, FSDP))
+    slices = num_slices(config)
+    key = _slice_key(devices)
+    found = len({getattr(d, key) for d in devices}) if key else 1
+    if slices == 1:
+        if found > 1:
+            raise MeshConfigError(
+                f"the {len(devices)} devices span {found} slices; set mesh.slices={found} so "
+                "that only the data axis crosses the (slower) network between slices"
+            )
+        try:
+            return jax.make_mesh((data, fsdp), (DATA, FSDP), devices=devices).devices
+        except ValueError as exc:  # a shape the topology cannot be cut into
+            raise MeshConfigError(
+                f"cannot lay a mesh data={data} x fsdp={fsdp} on these {len(devices)} "
+                f"{devices[0].device_kind} devices ({exc}); try another mesh.fsdp"
+            ) from exc
+    processes = len({d.process_index for d in devices})
+    if key is None and processes != slices:
+        raise MeshConfigError(
+            f"mesh.slices={slices}, but these {devices[0].platform} devices have no slice_index "
+            f"and belong to {processes} process(es); without slices each process counts as "
+            "one, so run one process per slice, or set mesh.slices=1"
+        )
+    if key is not None and found != slices:
+        raise MeshConfigError(
+            f"mesh.slices={slices}, but the {len(devices)} devices are on {found} slice(s); "
+            f"set mesh.slices={found}"
+        )
+    return mesh_utils.create_hybrid_device_mesh(
+        (data // slices, fsdp), (slices, 1), devices, process_is_granule=key is None
+    )
+
+
+def make_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
+    """The ('data', 'fsdp') mesh of `config.mesh` over `devices` (default: all)."""
+    grid = device_grid(config, jax.devices() if devices is None else devices)
+    # Auto axes: shardings are given to jit (in/out_shardings), not carried by the types.
+    return Mesh(grid, (DATA, FSDP), axis_types=(AxisType.Auto, AxisType.Auto))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -16,10 +18,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def config(data=-1, fsdp=1):
+def config(data=-1, fsdp=1, slices=1):
     c = digits.get_config("model=convnext_baseline_circular")
     c.unlock()
     c.mesh.data, c.mesh.fsdp, c.mesh.fsdp_min_size = data, fsdp, 256
+    c.mesh.slices = slices
     c.optim.warmup_epochs = 0
     return c
 
@@ -91,3 +94,62 @@ def test_fsdp_rule_shards_only_large_divisible_arrays():
     )
     assert sharding.array_sharding((8,), mesh, 256).spec == jax.sharding.PartitionSpec()
     assert sharding.array_sharding((17, 19), mesh, 256).spec == jax.sharding.PartitionSpec()
+
+
+def test_mesh_is_topology_ordered_with_auto_axes():
+    mesh = sharding.make_mesh(config(data=4, fsdp=2), jax.devices()[:8])
+    assert dict(mesh.shape) == {"data": 4, "fsdp": 2}
+    # jax.make_mesh's order (on CPU: the device order), with Auto axes (shardings via jit)
+    expected = jax.make_mesh((4, 2), ("data", "fsdp"), devices=jax.devices()[:8]).devices
+    assert [d.id for d in mesh.devices.flat] == [d.id for d in expected.flat]
+    assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeDevice:
+    """What the mesh builders read of a device (a multi-slice pod cannot be simulated on CPU)."""
+
+    id: int
+    process_index: int
+    slice_index: int | None
+    platform: str = "cpu"
+    device_kind: str = "cpu"
+
+
+def _slice_of(grid):
+    return np.vectorize(lambda d: d.slice_index if d.slice_index is not None else -1)(grid)
+
+
+def _process_of(grid):
+    return np.vectorize(lambda d: d.process_index)(grid)
+
+
+def test_two_slices_split_the_data_axis_and_keep_fsdp_inside_a_slice():
+    # 8 devices on 2 slices of 2 processes each, listed out of order
+    devices = [FakeDevice(i, i // 2, i // 4) for i in (6, 7, 0, 1, 4, 5, 2, 3)]
+    grid = sharding.device_grid(config(fsdp=2, slices=2), devices)
+    assert grid.shape == (4, 2)
+    np.testing.assert_array_equal(_slice_of(grid), [[0, 0], [0, 0], [1, 1], [1, 1]])
+    assert sorted(d.id for d in grid.flat) == list(range(8))
+    grid = sharding.device_grid(config(fsdp=4, slices=2), devices)
+    assert grid.shape == (2, 4)
+    np.testing.assert_array_equal(_slice_of(grid), [[0] * 4, [1] * 4])  # fsdp never crosses
+    # devices without slice_index (GPU, CPU): each process is one slice
+    no_slices = [FakeDevice(d.id, d.process_index % 2, None) for d in devices]
+    grid = sharding.device_grid(config(fsdp=2, slices=2), no_slices)
+    np.testing.assert_array_equal(_process_of(grid), [[0, 0], [0, 0], [1, 1], [1, 1]])
+
+
+def test_slice_settings_that_cannot_work_say_what_to_change():
+    devices = [FakeDevice(i, i // 2, i // 4) for i in range(8)]
+    with pytest.raises(sharding.MeshConfigError, match="span 2 slices; set mesh.slices=2"):
+        sharding.device_grid(config(), devices)
+    with pytest.raises(sharding.MeshConfigError, match="on 2 slice.s.; set mesh.slices=2"):
+        sharding.device_grid(config(slices=4), devices)
+    with pytest.raises(sharding.MeshConfigError, match="mesh.slices=2 must divide the data axis"):
+        sharding.device_grid(config(fsdp=8, slices=2), devices)
+    with pytest.raises(sharding.MeshConfigError, match="mesh.slices must be >= 1"):
+        sharding.device_grid(config(slices=0), devices)
+    # the 8 simulated CPU devices: no slice_index and one process
+    with pytest.raises(sharding.MeshConfigError, match="have no slice_index and belong to 1 proc"):
+        sharding.make_mesh(config(slices=2), jax.devices()[:8])
