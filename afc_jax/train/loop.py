@@ -375,6 +375,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"process(es); {steps_per_epoch} steps/epoch, {total_steps} steps, global batch "
             f"{config.batch_size}"
         )
+        from afc_jax.train.optimizer import describe_run  # the effective recipe values
+
+        log(describe_run(config, steps_per_epoch))
 
         data_sh = sharding.batch_sharding(mesh)
         batch_spec = {"image": data_sh, "label": data_sh, "mask": data_sh}

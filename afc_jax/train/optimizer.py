@@ -9,29 +9,72 @@ official rule (`weight_decay_mask`), optional global-norm clipping and gradient 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 
+def effective_batch_size(config: ml_collections.ConfigDict) -> int:
+    """Examples per optimizer update: the global batch times the gradient-accumulation steps
+    (the official batch_size x update_freq x GPUs)."""
+    return int(config.batch_size) * int(config.optim.grad_accum_steps)
+
+
 def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
-    """base_lr * batch_size / base_batch_size (the linear scaling rule)."""
-    return config.optim.base_lr * config.batch_size / config.optim.base_batch_size
+    """base_lr * effective batch / base_batch_size (the linear scaling rule; the official
+    script takes its lr as given, which is the same at its batch of 4096: README "Deviations
+    from the official recipe")."""
+    return config.optim.base_lr * effective_batch_size(config) / config.optim.base_batch_size
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """Per optimizer update: 0 -> peak over the warm-up epochs, cosine to min_lr at the end.
-
-    Steps are optimizer updates (after gradient accumulation).
-    """
+def schedule_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple[int, int, int]:
+    """(optimizer updates per epoch, warm-up updates, total updates) for `steps_per_epoch`
+    batches per epoch (an update every `grad_accum_steps` batches)."""
     updates_per_epoch = max(1, steps_per_epoch // config.optim.grad_accum_steps)
     total = max(1, int(config.num_epochs * updates_per_epoch))
     warmup = min(int(config.optim.warmup_epochs * updates_per_epoch), total - 1)
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=peak_learning_rate(config),
-        warmup_steps=warmup,
-        decay_steps=total,
-        end_value=config.optim.min_lr,
+    return updates_per_epoch, warmup, total
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
+    """Per optimizer update i, the official schedule: during the W warm-up updates
+    peak * i / (W - 1) (numpy linspace from 0 to peak, so the last warm-up update is at the
+    peak), then min_lr + (peak - min_lr) (1 + cos(pi j / (T - W))) / 2 for j = i - W, until
+    update T - 1 (held after that).
+
+    Steps are optimizer updates (after gradient accumulation).
+    """
+    _, warmup, total = schedule_steps(config, steps_per_epoch)
+    peak = peak_learning_rate(config)
+    end = float(config.optim.min_lr)
+
+    def schedule(step):
+        i = jnp.minimum(jnp.asarray(step, jnp.float32), total - 1)
+        ramp = peak * i / max(warmup - 1, 1)
+        j = jnp.maximum(i - warmup, 0.0)
+        # (1 + cos(pi x)) / 2 written as cos(pi x / 2)^2: no cancellation near the end
+        cosine = end + (peak - end) * jnp.square(jnp.cos(0.5 * jnp.pi * j / (total - warmup)))
+        return jnp.where(i < warmup, ramp, cosine)
+
+    return schedule
+
+
+def describe_run(config: ml_collections.ConfigDict, steps_per_epoch: int) -> str:
+    """The effective values of a run, as the start of training logs them."""
+    updates_per_epoch, warmup, total = schedule_steps(config, steps_per_epoch)
+    accum = int(config.optim.grad_accum_steps)
+    batch = f"global batch {effective_batch_size(config)}"
+    if accum > 1:
+        batch += f" ({config.batch_size} x {accum} accumulated)"
+    clip = config.optim.grad_clip_norm
+    return (
+        f"effective run: {batch}, peak lr {peak_learning_rate(config):.6g} "
+        f"(base_lr {config.optim.base_lr:g} at batch {config.optim.base_batch_size}), "
+        f"{updates_per_epoch} steps/epoch, {warmup} warm-up steps, {total} total steps "
+        f"({config.num_epochs:g} epochs), cosine to min_lr {config.optim.min_lr:g}, AdamW "
+        f"betas ({config.optim.b1:g}, {config.optim.b2:g}) eps {config.optim.eps:g} weight decay "
+        f"{config.optim.weight_decay:g}, EMA decay {config.optim.ema_decay:g}, "
+        f"grad clip {'none' if not clip else f'{clip:g}'}"
     )
 
 

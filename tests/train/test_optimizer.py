@@ -12,6 +12,7 @@ import pytest
 from afc_jax import models
 from afc_jax.checkpoints.torch_import import _torch_shape, abstract_params, torch_key_mapping
 from afc_jax.train.optimizer import (
+    describe_run,
     learning_rate_schedule,
     make_optimizer,
     peak_learning_rate,
@@ -61,32 +62,65 @@ def test_config_arguments_are_checked():
     assert digits.get_config("model=convnext_baseline_circular").data.source == "digits"
 
 
-def test_learning_rate_scales_linearly_with_batch():
+def test_learning_rate_scales_linearly_with_the_effective_batch():
     c = imagenet.get_config()
     c.batch_size = 1024
     assert peak_learning_rate(c) == pytest.approx(1e-3)
+    c.optim.grad_accum_steps = 4  # 1024 x 4 accumulated = the paper's 4096 per update
+    assert peak_learning_rate(c) == pytest.approx(4e-3)
 
 
-def test_schedule_warmup_then_cosine_to_min_lr():
+def official_schedule(base, final, epochs, niter_per_ep, warmup_epochs):
+    """The official cosine_scheduler, written from its definition: numpy linspace warm-up from 0
+    to base over warmup_epochs * niter_per_ep values, then final + (base - final) / 2
+    (1 + cos(pi i / len)) for the remaining values."""
+    warmup = np.linspace(0.0, base, warmup_epochs * niter_per_ep)
+    iters = np.arange(epochs * niter_per_ep - len(warmup))
+    cosine = final + 0.5 * (base - final) * (1 + np.cos(np.pi * iters / len(iters)))
+    return np.concatenate([warmup, cosine])
+
+
+def test_schedule_is_the_official_one():
     c = imagenet.get_config()
-    steps_per_epoch = 10
+    steps_per_epoch = 1281167 // 4096  # the paper's run: 312 updates per epoch
     sched = learning_rate_schedule(c, steps_per_epoch)
-    warm, total = 20 * steps_per_epoch, 300 * steps_per_epoch
-    assert float(sched(0)) == 0.0
-    assert float(sched(warm // 2)) == pytest.approx(2e-3, rel=1e-5)
-    assert float(sched(warm)) == pytest.approx(4e-3, rel=1e-5)
-    mid = warm + (total - warm) // 2
-    assert float(sched(mid)) == pytest.approx((4e-3 + 1e-6) / 2, rel=1e-3)
-    assert float(sched(total)) == pytest.approx(1e-6, rel=1e-4)
-    values = np.array([float(sched(s)) for s in range(warm, total, 97)])
+    want = official_schedule(4e-3, 1e-6, 300, 312, 20)
+    assert len(want) == 93600
+    steps = np.r_[0:20, 6230:6260, 50_000:50_010, 93_590:93_600]
+    got = np.array([float(sched(s)) for s in steps])
+    np.testing.assert_allclose(got, want[steps], rtol=2e-6, atol=1e-12)
+    assert float(sched(6239)) == pytest.approx(4e-3, rel=1e-6)  # warm-up ends at the peak
+    assert float(sched(10**6)) == pytest.approx(want[-1], rel=1e-5)  # held after the end
+    values = np.array([float(sched(s)) for s in range(6240, 93600, 997)])
     assert np.all(np.diff(values) <= 1e-12), "cosine part must not increase"
 
 
 def test_schedule_counts_optimizer_updates_under_accumulation():
     c = imagenet.get_config()
+    c.batch_size = 1024
     c.optim.grad_accum_steps = 4
     sched = learning_rate_schedule(c, steps_per_epoch=40)  # 10 updates per epoch
-    assert float(sched(200)) == pytest.approx(4e-3, rel=1e-5)  # end of 20 warm-up epochs
+    assert float(sched(199)) == pytest.approx(4e-3, rel=1e-5)  # end of 20 warm-up epochs
+    assert float(sched(99)) == pytest.approx(4e-3 * 99 / 199, rel=1e-5)
+
+
+def test_describe_run_states_the_paper_run():
+    text = describe_run(imagenet.get_config(), 1281167 // 4096)
+    for part in (
+        "global batch 4096",
+        "peak lr 0.004 ",
+        "312 steps/epoch",
+        "6240 warm-up steps",
+        "93600 total steps",
+        "EMA decay 0.9999",
+        "weight decay 0.05",
+        "grad clip none",
+    ):
+        assert part in text, (part, text)
+    c = imagenet.get_config()
+    c.batch_size, c.optim.grad_accum_steps = 1024, 4
+    assert "global batch 4096 (1024 x 4 accumulated)" in describe_run(c, 1281167 // 1024)
+    assert "312 steps/epoch" in describe_run(c, 1281167 // 1024)
 
 
 OFFICIAL_GROUP_TABLES = {
