@@ -9,8 +9,10 @@ Checkpoints live in `<workdir>/checkpoints/<step>/`.
   newer one is committed (waited for, listed on disk); a failed or killed save never costs the
   last good checkpoint, whatever `keep` is.
 - Integrity: every save records a checksum of each array (two 32-bit sums over the raw bits,
-  one position-weighted, computed on device and independent of the sharding) in the checkpoint's
-  metadata. A restore verifies them, so truncated, garbage or bit-flipped files are detected.
+  one position-weighted, independent of the sharding) in the checkpoint's metadata. They are
+  computed on the devices, next to the state, and only the sums are fetched (no host copy of
+  the state on the training thread). A restore verifies them, so truncated, garbage or
+  bit-flipped files are detected.
 - Fallback: a checkpoint that cannot be read or fails verification is reported, moved to
   `<workdir>/checkpoints_corrupt/`, and the previous one is tried. A checkpoint that is intact
   but does not fit the current model/optimizer raises `CheckpointMismatchError` instead (and is
@@ -122,14 +124,17 @@ def _checksummable(x) -> bool:
 def checksums(tree, *, on_device: bool | None = None) -> dict[str, list[int]]:
     """{leaf path: [s1, s2]} of every 1/2/4-byte array leaf; identical on any mesh.
 
-    Single-process runs compute them on the host (no compilation); multi-process runs, whose
-    arrays are not all addressable here, with one jitted reduction per leaf on the devices.
+    A tree of device arrays (the train state) is summed where it lives, by one jitted program
+    that returns only the 2 x 4 bytes per leaf: the training thread never copies the state to
+    the host for this, and multi-process runs need no array that is not addressable here. Host
+    trees (numpy, e.g. `load_raw_state`) are summed with numpy, without compiling anything.
+    `on_device` forces one way.
     """
     flat = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0] if _checksummable(x)]
     if not flat:
         return {}
     if on_device is None:
-        on_device = jax.process_count() > 1
+        on_device = jax.process_count() > 1 or any(isinstance(x, jax.Array) for _, x in flat)
     if not on_device:
         return {_path_name(p): _host_leaf_checksum(x) for p, x in flat}
     leaves = [x for _, x in flat]

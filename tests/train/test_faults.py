@@ -440,6 +440,38 @@ def test_checksums_agree_on_host_and_sharded_devices_and_catch_single_bit_flips(
         checkpointing.verify({**tree, "x": swapped}, sums, "test")
 
 
+def test_saving_a_device_state_sums_it_on_the_devices(tmp_path, monkeypatch):
+    """The checksums of a sharded device state come from the devices (the host summer is never
+    called on the save path) and equal the numpy sums that verify the files when read back."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.asarray(jax.devices()).reshape(4, 2), ("a", "b"))
+    host = _small_state(8)
+    split = NamedSharding(mesh, PartitionSpec(None, "b"))
+    state = jax.tree_util.tree_map(
+        lambda x: jax.device_put(
+            x, split if np.ndim(x) == 2 else NamedSharding(mesh, PartitionSpec())
+        ),
+        host,
+    )
+
+    def no_host_sums(x):
+        raise AssertionError("the save path summed an array on the host")
+
+    monkeypatch.setattr(checkpointing, "_host_leaf_checksum", no_host_sums)
+    ck = checkpointing.TrainCheckpoints(tmp_path, keep=1, async_save=True)
+    ck.save(8, state)
+    ck.close()
+    monkeypatch.undo()
+    expected = checkpointing.checksums(host)  # numpy
+    manager = checkpointing._read_only_manager(str(tmp_path))
+    recorded = manager.metadata(8).custom_metadata[checkpointing._META_KEY]
+    manager.close()
+    assert recorded == expected
+    restored, _ = checkpointing.load_raw_state(str(tmp_path))  # verified with numpy sums
+    assert checkpointing.checksums(restored) == expected
+
+
 def test_a_checkpoint_of_another_model_is_a_config_error_and_is_left_alone(tmp_path):
     ck = checkpointing.TrainCheckpoints(tmp_path, keep=2, async_save=False)
     ck.save(8, _small_state(8))
