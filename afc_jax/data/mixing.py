@@ -1,9 +1,14 @@
-"""Mixup and CutMix on a whole batch, in JAX (jittable, works on a global sharded batch).
+"""Mixup and CutMix, in JAX (jittable, works on a global sharded batch), as timm's `Mixup` in
+"batch" mode (the official recipe) applied to each device's shard of the batch.
 
-Per batch: with probability `mix_prob` the batch is mixed, else only the labels are smoothed.
-When both alphas are positive, CutMix is chosen with probability `switch_prob`, else Mixup; when
-only one is positive, that one is used. The mixing partner of example i is example N-1-i (the
-batch reversed), and lambda ~ Beta(alpha, alpha) is shared by the batch.
+The batch is split into `num_groups` equal contiguous groups, by default one per device (the
+rows of the global batch each device holds): the official script mixes each GPU's own batch,
+and mixing within a shard needs no communication between devices. Per group: with probability
+`mix_prob` the group is mixed, else only the labels are smoothed. When both alphas are
+positive, CutMix is chosen with probability `switch_prob`, else Mixup; when only one is
+positive, that one is used. The mixing partner of the group's example j is its example m-1-j
+(the group reversed, timm's `x.flip(0)`), and lambda ~ Beta(alpha, alpha) is shared by the
+group.
 
 - Mixup:  x = lam x_i + (1 - lam) x_partner.
 - CutMix: a box with side fractions sqrt(1 - lam), centred uniformly at random and clipped to
@@ -15,6 +20,7 @@ every row sums to 1.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -132,6 +138,23 @@ def sample_mix_params(
     return MixParams(lam, mixed, cutmix, box)
 
 
+def mixing_groups(batch_size: int, num_groups: int | None = None) -> int:
+    """Groups a batch of `batch_size` is mixed in: `num_groups` (default: the number of
+    devices, i.e. one group per shard of a batch split over every device), reduced to a divisor
+    of the batch size (gcd) so the groups are equal and never straddle two shards."""
+    groups = jax.device_count() if num_groups is None else int(num_groups)
+    if groups < 1:
+        raise ValueError(f"num_groups must be >= 1, got {num_groups}")
+    return math.gcd(int(batch_size), groups)
+
+
+def partner_indices(batch_size: int, num_groups: int) -> jax.Array:
+    """(batch_size,) int32: the example each example is mixed with (within its group)."""
+    m = batch_size // num_groups
+    i = jnp.arange(batch_size, dtype=jnp.int32)
+    return (i // m) * m + (m - 1 - i % m)
+
+
 def mix_batch(
     rng,
     images,
@@ -143,8 +166,9 @@ def mix_batch(
     mix_prob: float = 1.0,
     switch_prob: float = 0.5,
     label_smoothing: float = 0.0,
+    num_groups: int | None = None,
 ):
-    """Mixup/CutMix a batch.
+    """Mixup/CutMix a batch, group by group (see the module docstring).
 
     Args:
       rng: a JAX PRNG key (the same on every process for a global batch).
@@ -152,6 +176,7 @@ def mix_batch(
       labels: (N,) integer class indices.
       num_classes, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, label_smoothing: see the
         module docstring; the float/int arguments must be static Python numbers.
+      num_groups: groups mixed independently (`mixing_groups`); default one per device.
 
     Returns:
       (images, soft_labels): mixed images of the input shape and dtype, and (N, num_classes)
@@ -159,31 +184,39 @@ def mix_batch(
     """
     if images.ndim != 4:
         raise ValueError(f"mix_batch expects NHWC images, got shape {images.shape}")
-    _, h, w, _ = images.shape
+    n, h, w, _ = images.shape
     soft = smooth_one_hot(labels, num_classes, label_smoothing)
     if not (mixup_alpha > 0 or cutmix_alpha > 0) or mix_prob <= 0:
         return images, soft
-    params = sample_mix_params(
-        rng,
-        h,
-        w,
-        mixup_alpha=mixup_alpha,
-        cutmix_alpha=cutmix_alpha,
-        mix_prob=mix_prob,
-        switch_prob=switch_prob,
-    )
-    lam = params.lam
-    partner_images = jnp.flip(images, axis=0)
-    partner_soft = jnp.flip(soft, axis=0)
-    y0, y1, x0, x1 = params.box[0], params.box[1], params.box[2], params.box[3]
-    rows = jnp.arange(h)[:, None]
-    cols = jnp.arange(w)[None, :]
-    in_box = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
-    cut = jnp.where(in_box[None, :, :, None], partner_images, images)
+    groups = mixing_groups(n, num_groups)
+    params = jax.vmap(
+        lambda key: sample_mix_params(
+            key,
+            h,
+            w,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+            mix_prob=mix_prob,
+            switch_prob=switch_prob,
+        )
+    )(jax.random.split(rng, groups))
+    # (groups, m, ...): a reshape of the batch axis, so a batch split over `groups` devices
+    # keeps every group on its device and the flip below is local.
+    x = images.reshape((groups, n // groups) + images.shape[1:])
+    y = soft.reshape(groups, n // groups, num_classes)
+    partner_x = jnp.flip(x, axis=1)
+    partner_y = jnp.flip(y, axis=1)
+    y0, y1, x0, x1 = (params.box[:, k, None, None] for k in range(4))
+    rows = jnp.arange(h)[None, :, None]
+    cols = jnp.arange(w)[None, None, :]
+    in_box = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)  # (groups, H, W)
+    cut = jnp.where(in_box[:, None, :, :, None], partner_x, x)
+    lam = params.lam[:, None, None, None, None]
     lam_x = lam.astype(images.dtype)
-    blend = images * lam_x + partner_images * (1 - lam_x)
-    use_cut = params.mixed & params.cutmix
-    use_blend = params.mixed & ~params.cutmix
-    out = jnp.where(use_cut, cut, jnp.where(use_blend, blend, images))
-    soft = soft * lam + partner_soft * (1.0 - lam)
-    return out.astype(images.dtype), soft
+    blend = x * lam_x + partner_x * (1 - lam_x)
+    use_cut = (params.mixed & params.cutmix)[:, None, None, None, None]
+    use_blend = (params.mixed & ~params.cutmix)[:, None, None, None, None]
+    out = jnp.where(use_cut, cut, jnp.where(use_blend, blend, x))
+    lam_y = params.lam[:, None, None]
+    y = y * lam_y + partner_y * (1.0 - lam_y)
+    return out.reshape(images.shape).astype(images.dtype), y.reshape(n, num_classes)
