@@ -13,14 +13,12 @@ checkpoints/<step> folder; --weights=ema|raw), an afc-jax variables checkpoint, 
 OUT/shift_robustness.md and PNG plots. Multi-host: the same flags as train.py.
 """
 
-import os
 import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from afc_jax.evaluation.settings import WEIGHTS, define_config_flag  # noqa: E402
+from afc_jax import cli
+from afc_jax.evaluation.settings import WEIGHTS, define_config_flag
 
 _CONFIG = define_config_flag("config", "the training config file (eval settings: config.eval)")
 _CHECKPOINTS = flags.DEFINE_multi_string(
@@ -41,19 +39,13 @@ flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
 
 def main(argv):
     del argv
-    import jax
-
-    if _COORDINATOR.value or _DISTRIBUTED.value:
-        kwargs = {}
-        if _COORDINATOR.value:
-            kwargs = dict(
-                coordinator_address=_COORDINATOR.value,
-                num_processes=_NUM_PROCESSES.value,
-                process_id=_PROCESS_ID.value,
-            )
-        if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(**kwargs)
+    cli.quiet_logs(verbose=cli.verbosity_requested())  # -v 0 brings INFO lines back
+    cli.initialize_distributed(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+        distributed=_DISTRIBUTED.value,
+    )
 
     from afc_jax.data import DatasetNotFoundError
     from afc_jax.evaluation import run_shift_robustness

@@ -17,10 +17,10 @@ import os
 import sys
 import traceback
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from afc_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "training config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and config go")
@@ -41,23 +41,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax/TFDS info lines drown the progress
+    cli.quiet_logs(verbose=cli.verbosity_requested())  # -v 0 brings INFO lines back
     import jax
 
-    if _COORDINATOR.value or _DISTRIBUTED.value:
-        kwargs = {}
-        if _COORDINATOR.value:
-            kwargs = dict(
-                coordinator_address=_COORDINATOR.value,
-                num_processes=_NUM_PROCESSES.value,
-                process_id=_PROCESS_ID.value,
-            )
-        if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
-            # CPU-only multi-process runs need a collectives backend; harmless on GPU/TPU.
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        kwargs["heartbeat_timeout_seconds"] = _HEARTBEAT.value
-        jax.distributed.initialize(**kwargs)
+    cli.initialize_distributed(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+        distributed=_DISTRIBUTED.value,
+        heartbeat_timeout_s=_HEARTBEAT.value,
+    )
     from afc_jax.data import DataError, DatasetNotFoundError
     from afc_jax.train import loop
     from afc_jax.train.checkpointing import CheckpointCorruptError, CheckpointSaveError

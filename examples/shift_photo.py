@@ -11,7 +11,6 @@ not. With converted official checkpoints (see README) the classes are ImageNet's
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -21,9 +20,7 @@ import numpy as np
 from absl import app
 from ml_collections import config_flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from afc_jax import checkpoints, models, ops  # noqa: E402
+from afc_jax import checkpoints, models, ops
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",

@@ -16,6 +16,10 @@ if "--xla_force_host_platform_device_count" not in _flags:
 if "--xla_backend_optimization_level" not in _flags:
     _flags += " --xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = _flags.strip()
+# The tests run on the CPU. With libtpu installed (the `test` extra, for
+# tests/benchmarks/test_tpu_compile.py) JAX would otherwise probe for a TPU in every process
+# and subprocess; pinning the platform keeps the suite independent of libtpu.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -62,6 +66,30 @@ def fake_bucket(tmp_path, monkeypatch):
         listdir=fake("listdir", os.listdir),
     ):
         yield calls, local
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "optional_dependency(name): the test needs a package that is not a dependency (e.g. "
+        "torch for a cross-check); it may skip without it, even in CI",
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With AFC_JAX_FORBID_SKIPS=1 (`.ci/run` sets it) a skipped test fails the run, unless it
+    is marked `optional_dependency`: parity and equivariance tests must never skip in CI."""
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        report.skipped
+        and os.environ.get("AFC_JAX_FORBID_SKIPS") == "1"
+        and item.get_closest_marker("optional_dependency") is None
+    ):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, which AFC_JAX_FORBID_SKIPS=1 forbids: {reason}"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 
@@ -164,11 +165,17 @@ def prepare_digits(data_dir: str | None = None, upsample: int = DEFAULT_UPSAMPLE
         builder = digits_builder(data_dir, upsample)
         if not builder.is_prepared():
             _log.info("building afc_digits/%s into %s", config_name(upsample), builder.data_dir)
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(
-                    compute_stats=tfds.download.ComputeStatsMode.SKIP
+            # TFDS prints "Downloading and preparing dataset ..." to stdout: nothing is
+            # downloaded here, so its words go to the log (INFO) instead of the console.
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                builder.download_and_prepare(
+                    download_config=tfds.download.DownloadConfig(
+                        compute_stats=tfds.download.ComputeStatsMode.SKIP
+                    )
                 )
-            )
+            if printed.getvalue().strip():
+                _log.info("%s", printed.getvalue().strip())
     return digits_builder(data_dir, upsample)
 
 

@@ -223,13 +223,16 @@ def _save_figure(fig, path) -> epath.Path:
 # ----------------------------------------------------------------------------- plots
 
 
-def _pyplot():
-    import matplotlib
+def _figure(ncols: int, figsize: tuple[float, float]):
+    """A standalone `matplotlib.figure.Figure` with one row of `ncols` axes.
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    No pyplot: nothing global changes (a caller's backend, its open figures), and the figure
+    is freed with its last reference. `savefig` renders it with the Agg canvas.
+    """
+    from matplotlib.figure import Figure
 
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(1, ncols, squeeze=False)
 
 
 def plot_heatmaps(report: Mapping, protocol: str, title: str, path) -> epath.Path | None:
@@ -241,11 +244,10 @@ def plot_heatmaps(report: Mapping, protocol: str, title: str, path) -> epath.Pat
     ]
     if not panels:
         return None
-    plt = _pyplot()
     values = [np.asarray(p["per_shift_accuracy"], float) for _, p in panels]
     lo = min(float(np.nanmin(v)) for v in values)
     lo = min(lo, 99.0)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    fig, axes = _figure(len(panels), figsize=(4.2 * len(panels), 3.8))
     for ax, (name, p), v in zip(axes[0], panels, values):
         dy = p["axes"]["dy"]
         dx = p["axes"]["dx"]
@@ -274,9 +276,7 @@ def plot_heatmaps(report: Mapping, protocol: str, title: str, path) -> epath.Pat
     n = panels[0][1]["heatmap_examples"]
     fig.suptitle(f"Accuracy per {title} ({n} examples)", fontsize=10)
     fig.tight_layout()
-    path = _save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def _step(values) -> float:
@@ -292,9 +292,8 @@ def plot_equivariance(report: Mapping, path) -> epath.Path | None:
     ]
     if not rows:
         return None
-    plt = _pyplot()
     kinds = [k for k in ("integer", "fractional") if k in rows[0][1]]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.0 * len(kinds), 3.8), squeeze=False)
+    fig, axes = _figure(len(kinds), figsize=(5.0 * len(kinds), 3.8))
     for ax, kind in zip(axes[0], kinds):
         for name, fe in rows:
             stages = fe["stages"]
@@ -320,9 +319,7 @@ def plot_equivariance(report: Mapping, path) -> epath.Path | None:
         "Feature equivariance: ||shift(F(x)) - F(shift(x))|| / ||F(shift(x))||", fontsize=10
     )
     fig.tight_layout()
-    path = _save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def write_all(report: dict, workdir: str | os.PathLike, *, plots: bool = True) -> dict:

@@ -25,6 +25,7 @@ def test_round_trip_through_our_reader(tmp_path):
         np.testing.assert_array_equal(got[k], sd[k])
 
 
+@pytest.mark.optional_dependency("torch")
 def test_torch_loads_it_with_weights_only(tmp_path):
     torch = pytest.importorskip("torch", reason="torch not installed: cross-check skipped")
     sd = sample()

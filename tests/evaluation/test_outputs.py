@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,14 +194,17 @@ def test_eval_cli(saved, tmp_path):
         "--config.eval.max_examples=20",
         "--config.eval.batch_size=8",
     ]
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(REPO),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        XLA_FLAGS="--xla_force_host_platform_device_count=1",
-    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"):
+        env.pop(name, None)  # eval.py must quiet TensorFlow itself
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Quiet: progress and results, none of TensorFlow's, TFDS's or orbax's INFO lines.
+    console = proc.stdout + proc.stderr
+    for noise in ("oneDNN", "FeatureConnector", "absl::InitializeLog"):
+        assert noise not in console, console[-3000:]
+    assert not re.search(r"^I\d{4} ", console, flags=re.M), console[-3000:]
     report = json.loads((out / "shift_robustness.json").read_text())
     rows = report["checkpoints"]
     assert list(rows) == ["variables", "train"]
