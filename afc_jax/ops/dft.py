@@ -47,6 +47,7 @@ from afc_jax.ops.fourier import (
     _spectral_pad_half,
     lowpass_mask_1d,
 )
+from afc_jax.ops.platform import normalize_platform, target_platform
 
 __all__ = [
     "FILTER_IMPLS",
@@ -479,7 +480,10 @@ def lowpass(x, cutoff, *, rule: str = "strict", impl: str = "fft", layout: str =
 # 224x224 low-pass (448 MACs/sample: 0.66 s by matrix vs 0.85 s by FFT for batch 8; XLA's
 # GEMMs keep both cores busy, its FFTs about 1.4) at the same peak training memory, and the
 # stride-2/4 filters are 2.5-6x faster. GPU: not measured here; cuFFT is fast, so the FFT takes
-# over earlier. TPU: always matrices (MXU GEMMs; TPUs run FFTs poorly).
+# over earlier. TPU: always matrices (MXU GEMMs). Measured by the TPU compiler (issue 12: the
+# AFC-T train step, 32 images per chip on v5e:2x2, bfloat16, `python -m benchmarks.tpu_compile`):
+# filter_impl="fft" costs 2.6 TFLOP and 549 GB accessed per chip and step, "matrix" 1.38 TFLOP
+# and 109 GB.
 DENSE_COST_LIMIT = {"cpu": 512.0, "gpu": 256.0}
 
 
@@ -511,7 +515,9 @@ def choose_filter_impl(op: str, size: int, channels: int, backend: str | None = 
         (N -> 2N -> N).
       size: the longest spatial axis of the layer's input.
       channels: channel count (both forms scale linearly with it; kept for future rules).
-      backend: "cpu", "gpu" or "tpu" (default: `jax.default_backend()`).
+      backend: "cpu", "gpu" or "tpu" (default: the target platform,
+        `afc_jax.ops.platform.target_platform()`, which is not the host's backend when
+        compiling ahead of time for a TPU on a CPU host).
 
     Rule: TPU -> "matrix" always. CPU/GPU -> "matrix" when the dense separable form costs at most
     DENSE_COST_LIMIT[backend] multiply-adds per sample (`dense_cost`), else "fft". For a 224 px
@@ -522,7 +528,7 @@ def choose_filter_impl(op: str, size: int, channels: int, backend: str | None = 
     256 px); on a GPU (limit 256) the stem's 224x224 low-pass goes to the FFT.
     """
     del channels
-    backend = backend or jax.default_backend()
+    backend = normalize_platform(backend) if backend else target_platform()
     if backend == "tpu":
         return "matrix"
     limit = DENSE_COST_LIMIT.get(backend, DENSE_COST_LIMIT["cpu"])

@@ -1,0 +1,44 @@
+""""auto" choices follow the target platform (`afc_jax.ops.platform`), not the host's backend."""
+
+from __future__ import annotations
+
+import jax
+import pytest
+
+from afc_jax.layers.conv import resolve_depthwise_impl
+from afc_jax.ops import dft
+from afc_jax.ops.platform import normalize_platform, target_platform, targeting
+
+
+def test_default_is_the_process_backend_and_targeting_overrides_it_within_the_block():
+    host = normalize_platform(jax.default_backend())
+    assert target_platform() == host
+    with targeting("tpu"):
+        assert target_platform() == "tpu"
+        with targeting("cuda"):
+            assert target_platform() == "gpu"
+        assert target_platform() == "tpu"
+    assert target_platform() == host
+
+
+def test_targeting_accepts_devices():
+    with targeting(jax.devices()):
+        assert target_platform() == jax.devices()[0].platform
+
+
+def test_auto_choices_decide_for_the_target():
+    # The CPU's choices (shift-and-add, FFT for a large low-pass) must not reach a TPU program.
+    assert resolve_depthwise_impl("auto", backend="cpu") == "shift_add"
+    assert dft.choose_filter_impl("lowpass", 512, 3, backend="cpu") == "fft"
+    with targeting("tpu"):
+        assert resolve_depthwise_impl("auto") == "conv"
+        assert dft.choose_filter_impl("lowpass", 512, 3) == "matrix"
+    with targeting("cpu"):
+        assert resolve_depthwise_impl("auto") == "shift_add"
+        assert dft.choose_filter_impl("lowpass", 512, 3) == "fft"
+
+
+def test_unknown_platform_is_an_error():
+    with pytest.raises(ValueError, match="unknown target platform"):
+        with targeting("ipu"):
+            pass
