@@ -870,61 +870,67 @@ def read_torch_checkpoint(path, which: str = "auto") -> dict[str, np.ndarray]:
                 f"holds a {type(top).__name__}, not a dict; expected a state dict or a "
                 "training checkpoint dict with a 'model' entry."
             )
-        top_keys = list(top.keys())
-        if which == "auto":
-            label, state = "the top-level dict", top
-            for name in _WHICH_KEYS["model"]:
-                if isinstance(top.get(name), dict):
-                    label, state = f"entry {name!r}", top[name]
-                    break
-        else:
-            for name in _WHICH_KEYS[which]:
-                if name in top:
-                    label, state = f"entry {name!r}", top[name]
-                    break
-            else:
-                hint = (
-                    " It looks like a raw state dict: use which='auto'."
-                    if which == "model"
-                    and top
-                    and all(isinstance(v, _Tensor) for v in top.values())
-                    else ""
-                )
-                raise archive.error(
-                    f"has no {which!r} entry (accepted names: {list(_WHICH_KEYS[which])}); "
-                    f"available top-level keys: {_show_keys(top_keys)}.{hint}"
-                )
-            if not isinstance(state, dict):
-                raise archive.error(
-                    f"{label} is a {type(state).__name__}, not a state dict; available "
-                    f"top-level keys: {_show_keys(top_keys)}."
-                )
-        for key, value in state.items():
-            if not isinstance(key, str):
-                raise archive.error(
-                    f"{label} has a non-string key {_brief(key)}; not a state dict."
-                )
-            if not isinstance(value, _Tensor):
-                extra = (
-                    f" Available top-level keys: {_show_keys(top_keys)}; pass which='model' or "
-                    "which='model_ema' to pick a state dict."
-                    if state is top
-                    else ""
-                )
-                raise archive.error(
-                    f"key {key!r} in {label} holds a {type(value).__name__}, not a tensor; "
-                    f"expected a flat state dict of tensors.{extra}"
-                )
-        keys = list(state.keys())
-        strip = bool(keys) and all(k.startswith(_MODULE_PREFIX) for k in keys)
-        result: dict[str, np.ndarray] = {}
-        memo: dict[int, Any] = {}
-        for key, value in state.items():
-            name = key[len(_MODULE_PREFIX) :] if strip else key
-            try:
-                result[name] = archive.materialize(value, memo)
-            except CheckpointFormatError as exc:
-                raise type(exc)(f"{exc} (while reading tensor {key!r})") from exc
-        return result
+        label, state = _select_state_dict(archive, top, which)
+        _check_state_dict(archive, top, label, state)
+        return _materialize_state_dict(archive, state)
 
     return _run(path, action)
+
+
+def _select_state_dict(archive: _Archive, top: dict, which: str) -> tuple[str, dict]:
+    """(label for errors, the state dict) that `which` names in the checkpoint's top dict."""
+    if which == "auto":
+        for name in _WHICH_KEYS["model"]:
+            if isinstance(top.get(name), dict):
+                return f"entry {name!r}", top[name]
+        return "the top-level dict", top
+    for name in _WHICH_KEYS[which]:
+        if name in top:
+            label, state = f"entry {name!r}", top[name]
+            break
+    else:
+        raw = which == "model" and top and all(isinstance(v, _Tensor) for v in top.values())
+        hint = " It looks like a raw state dict: use which='auto'." if raw else ""
+        raise archive.error(
+            f"has no {which!r} entry (accepted names: {list(_WHICH_KEYS[which])}); "
+            f"available top-level keys: {_show_keys(list(top))}.{hint}"
+        )
+    if not isinstance(state, dict):
+        raise archive.error(
+            f"{label} is a {type(state).__name__}, not a state dict; available "
+            f"top-level keys: {_show_keys(list(top))}."
+        )
+    return label, state
+
+
+def _check_state_dict(archive: _Archive, top: dict, label: str, state: dict) -> None:
+    """A state dict maps string keys to tensors; anything else is refused, saying where."""
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise archive.error(f"{label} has a non-string key {_brief(key)}; not a state dict.")
+        if not isinstance(value, _Tensor):
+            extra = (
+                f" Available top-level keys: {_show_keys(list(top))}; pass which='model' or "
+                "which='model_ema' to pick a state dict."
+                if state is top
+                else ""
+            )
+            raise archive.error(
+                f"key {key!r} in {label} holds a {type(value).__name__}, not a tensor; "
+                f"expected a flat state dict of tensors.{extra}"
+            )
+
+
+def _materialize_state_dict(archive: _Archive, state: dict) -> dict[str, np.ndarray]:
+    """Reads every tensor (views of one storage share it); strips a DataParallel prefix."""
+    keys = list(state.keys())
+    strip = bool(keys) and all(k.startswith(_MODULE_PREFIX) for k in keys)
+    result: dict[str, np.ndarray] = {}
+    memo: dict[int, Any] = {}
+    for key, value in state.items():
+        name = key[len(_MODULE_PREFIX) :] if strip else key
+        try:
+            result[name] = archive.materialize(value, memo)
+        except CheckpointFormatError as exc:
+            raise type(exc)(f"{exc} (while reading tensor {key!r})") from exc
+    return result

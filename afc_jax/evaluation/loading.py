@@ -182,62 +182,76 @@ def load_checkpoint(
     weights: str = "ema",
 ) -> LoadedCheckpoint:
     """Loads one checkpoint spec (see the module docstring)."""
-    from afc_jax.train.loop import build_model
-
     label, path = parse_spec(spec)
     kind, details = detect(path)
+    loaders = {"training": _load_training, "variables": _load_variables, "torch": _load_torch}
+    return loaders[kind](label, path, details, config, num_classes, weights)
+
+
+def _load_training(label, path, details, config, num_classes, weights) -> LoadedCheckpoint:
+    """The EMA or raw weights of a training run's step, with the model its config.json names."""
+    from afc_jax.train.checkpointing import load_raw_state
+    from afc_jax.train.loop import build_model
+
     notes: list[str] = []
-    if kind == "training":
-        from afc_jax.train.checkpointing import load_raw_state
+    workdir = epath.Path(details["workdir"])
+    saved = _saved_model_config(workdir)
+    if saved is None:
+        notes.append(f"no {workdir}/config.json: model from the given config")
+    model = build_model(model_config(config, saved), num_classes)
+    state, step = load_raw_state(str(workdir), details["step"])
+    key = "ema_params" if weights == "ema" else "params"
+    if key not in state:
+        raise ValueError(f"{path}: the training state has no {key!r} (keys: {sorted(state)})")
+    params = _host(state[key])
+    check_params(model, params, f"{path} ({key})")
+    name = label or workdir.name + (f"@{step}" if details["step"] is not None else "")
+    return LoadedCheckpoint(
+        name=name,
+        path=str(path),
+        source="training",
+        model_name=str(model_config(config, saved).model.name),
+        model=model,
+        variables={"params": params},
+        weights=weights,
+        step=int(step),
+        notes=notes,
+    )
 
-        workdir = epath.Path(details["workdir"])
-        saved = _saved_model_config(workdir)
-        if saved is None:
-            notes.append(f"no {workdir}/config.json: model from the given config")
-        model = build_model(model_config(config, saved), num_classes)
-        state, step = load_raw_state(str(workdir), details["step"])
-        key = "ema_params" if weights == "ema" else "params"
-        if key not in state:
-            raise ValueError(f"{path}: the training state has no {key!r} (keys: {sorted(state)})")
-        params = _host(state[key])
-        check_params(model, params, f"{path} ({key})")
-        name = label or workdir.name + (f"@{step}" if details["step"] is not None else "")
-        return LoadedCheckpoint(
-            name=name,
-            path=str(path),
-            source="training",
-            model_name=str(model_config(config, saved).model.name),
-            model=model,
-            variables={"params": params},
-            weights=weights,
-            step=int(step),
-            notes=notes,
-        )
-    if kind == "variables":
-        from afc_jax.checkpoints import load_model
 
-        model, variables, meta = load_model(path)
-        if getattr(model, "num_classes", num_classes) != num_classes:
-            raise ValueError(
-                f"{path} has {model.num_classes} classes but the dataset has {num_classes}"
-            )
-        return LoadedCheckpoint(
-            name=label or epath.Path(path).name,
-            path=str(path),
-            source="variables",
-            model_name=str(meta.get("model_name")),
-            model=model,
-            variables=_host(variables),
-            weights=(meta.get("extra") or {}).get("which"),
-            notes=notes,
+def _load_variables(label, path, details, config, num_classes, weights) -> LoadedCheckpoint:
+    """An afc-jax variables checkpoint, with the model recorded in it."""
+    del details, config, weights  # the checkpoint records its model and weights
+    from afc_jax.checkpoints import load_model
+
+    model, variables, meta = load_model(path)
+    if getattr(model, "num_classes", num_classes) != num_classes:
+        raise ValueError(
+            f"{path} has {model.num_classes} classes but the dataset has {num_classes}"
         )
-    # torch
+    return LoadedCheckpoint(
+        name=label or epath.Path(path).name,
+        path=str(path),
+        source="variables",
+        model_name=str(meta.get("model_name")),
+        model=model,
+        variables=_host(variables),
+        weights=(meta.get("extra") or {}).get("which"),
+        notes=[],
+    )
+
+
+def _load_torch(label, path, details, config, num_classes, weights) -> LoadedCheckpoint:
+    """An official .pth: `model_ema` or `model` as asked, else the file's only weights."""
+    del details
     from afc_jax.checkpoints import (
         CheckpointFormatError,
         from_torch_state_dict,
         read_torch_checkpoint,
     )
+    from afc_jax.train.loop import build_model
 
+    notes: list[str] = []
     model = build_model(model_config(config), num_classes)
     which = "model_ema" if weights == "ema" else "model"
     try:
