@@ -55,6 +55,8 @@ class CertifiedShift(Protocol):
       heatmap_examples: examples (lowest global positions) kept at every shift for the
         per-shift accuracy; -1 for all, 0 for none.
       grid_shape: reshape of the per-shift accuracy for heat maps (rows, cols).
+      grid_cells: (n, 2) (row, col) cell of each shift in `grid_shape` when the set does not
+        fill the grid (cells without a shift are NaN in the heat map); default row-major.
       axes: {"dy": values, "dx": values} labels of the grid rows and columns.
       crop_margin, resize_method: for kind "crop".
       description: human-readable definition of the set (reports).
@@ -72,6 +74,7 @@ class CertifiedShift(Protocol):
         max_compactions: int = 2,
         heatmap_examples: int = 512,
         grid_shape: tuple[int, int] | None = None,
+        grid_cells=None,
         axes: dict | None = None,
         crop_margin: int = 0,
         resize_method: str = "bicubic",
@@ -92,6 +95,9 @@ class CertifiedShift(Protocol):
         self.max_compactions = int(max_compactions)
         self.heatmap_examples = int(heatmap_examples)
         self.grid_shape = grid_shape
+        self.grid_cells = None if grid_cells is None else np.asarray(grid_cells, int).reshape(-1, 2)
+        if self.grid_cells is not None and len(self.grid_cells) != len(shifts):
+            raise ValueError(f"{name}: {len(self.grid_cells)} grid cells for {len(shifts)} shifts")
         self.axes = axes
         self.crop_margin = int(crop_margin)
         self.resize_method = resize_method
@@ -110,6 +116,7 @@ class CertifiedShift(Protocol):
         self.naive_pairs = 0
         self.compactions = 0
         self.early_stops = 0
+        self._certified_positions: list[np.ndarray] = []
         self._tables: dict[tuple[int, int], tuple[jax.Array, jax.Array]] = {}
         self._levels_for: dict[int, list[tuple[int, int]]] = {}
         kind = self.kind
@@ -137,13 +144,13 @@ class CertifiedShift(Protocol):
             return jax.jit(step, out_shardings=(dat, rep, rep))
 
         def build_compact():
-            def compact(src, labels, alive, heat, size):
+            def compact(src, labels, alive, heat, pos, size):
                 keep = (alive | heat).astype(jnp.int32)
                 order = jnp.argsort(-keep, stable=True)[:size]
-                return src[order], labels[order], alive[order], heat[order]
+                return src[order], labels[order], alive[order], heat[order], pos[order]
 
             dat = engine.data_sharding
-            return jax.jit(compact, static_argnums=4, out_shardings=(dat,) * 4)
+            return jax.jit(compact, static_argnums=5, out_shardings=(dat,) * 5)
 
         def build_start():
             def start(logits, labels, valid, pos, heat_limit, require):
@@ -169,10 +176,14 @@ class CertifiedShift(Protocol):
         def build_total():
             return jax.jit(lambda a: jnp.sum(a), out_shardings=engine.replicated)
 
+        def build_positions():  # global positions of the certified examples, -1 elsewhere
+            return jax.jit(lambda a, p: jnp.where(a, p, -1), out_shardings=engine.replicated)
+
         self._step = engine.cached(("certified_step", kind, margin), build_step)
         self._compact = engine.cached(("certified_compact",), build_compact)
         self._start = engine.cached(("certified_start",), build_start)
         self._total = engine.cached(("certified_total",), build_total)
+        self._positions = engine.cached(("certified_positions",), build_positions)
         if kind == "crop":
             self._resize = engine.cached(("crop_resize", margin, self.resize_method), build_resize)
 
@@ -222,6 +233,7 @@ class CertifiedShift(Protocol):
         )
         src = batch.images if self.kind == "circular" else self._resize(batch.images)
         labels = batch.labels
+        pos = batch.pos
         levels = self._levels(batch.size)
         level = 0
         start = 0
@@ -239,7 +251,9 @@ class CertifiedShift(Protocol):
                 break
             while level + 1 < len(levels) and live <= levels[level + 1][0]:
                 level += 1
-                src, labels, alive, heat = self._compact(src, labels, alive, heat, levels[level][0])
+                src, labels, alive, heat, pos = self._compact(
+                    src, labels, alive, heat, pos, levels[level][0]
+                )
                 self.compactions += 1
             b, k = levels[level]
             shifts, shift_valid = self._chunk(start, k)
@@ -252,7 +266,12 @@ class CertifiedShift(Protocol):
             pairs += b * used
             start += k
         certified = self._total(alive)
-        counts, certified, heat_parts = jax.device_get((counts, certified, [p[2] for p in parts]))
+        positions = self._positions(alive, pos)
+        counts, certified, positions, heat_parts = jax.device_get(
+            (counts, certified, positions, [p[2] for p in parts])
+        )
+        positions = np.asarray(positions)
+        self._certified_positions.append(positions[positions >= 0])
         valid, correct, heat_n = (int(c) for c in np.asarray(counts))
         self.count += valid
         self.unshifted_correct += correct
@@ -265,6 +284,13 @@ class CertifiedShift(Protocol):
 
     # ------------------------------------------------------------------ result
 
+    def certified_positions(self) -> np.ndarray:
+        """Sorted global positions of the examples certified so far (identical on every
+        process)."""
+        if not self._certified_positions:
+            return np.zeros((0,), np.int64)
+        return np.sort(np.concatenate(self._certified_positions).astype(np.int64))
+
     def result(self) -> dict:
         out = {
             "certified": _pct(self.certified, self.count),
@@ -275,6 +301,8 @@ class CertifiedShift(Protocol):
             "requires_unshifted": self.require_unshifted,
             "kind": self.kind,
             "description": self.description,
+            # the exact set, in evaluation order: (dy, dx) shifts, or crop window offsets
+            "shifts": self.shifts.tolist(),
             "chunk_size": self.chunk_size,
             "naive_pairs": int(self.naive_pairs),
             "compactions": int(self.compactions),
@@ -286,12 +314,16 @@ class CertifiedShift(Protocol):
             out["resize_method"] = self.resize_method
         if self.heat_count:
             acc = 100.0 * self.heat_correct / self.heat_count
-            if self.grid_shape is not None:
+            if self.grid_shape is not None and self.grid_cells is not None:
+                grid = np.full(self.grid_shape, np.nan)
+                grid[self.grid_cells[:, 0], self.grid_cells[:, 1]] = acc
+                out["per_shift_accuracy"] = grid.tolist()
+                out["axes"] = self.axes
+            elif self.grid_shape is not None:
                 out["per_shift_accuracy"] = acc.reshape(self.grid_shape).tolist()
                 out["axes"] = self.axes
             else:
                 out["per_shift_accuracy"] = acc.tolist()
-                out["shifts"] = self.shifts.tolist()
             worst = int(np.argmin(acc))
             out["worst_shift"] = {
                 "shift": self.shifts[worst].tolist(),
@@ -299,3 +331,25 @@ class CertifiedShift(Protocol):
             }
         out.update(self.throughput())
         return out
+
+
+def certified_together(protocols, names=("integer_grid", "half_pixel_grid")) -> dict | None:
+    """Examples certified on every one of the named certified protocols at once (the official
+    script's "integer and half-pixel grids together"), from their per-example results; None
+    unless all of them ran."""
+    found = {p.name: p for p in protocols if isinstance(p, CertifiedShift)}
+    if not all(n in found for n in names):
+        return None
+    parts = [found[n] for n in names]
+    common = parts[0].certified_positions()
+    for p in parts[1:]:
+        common = np.intersect1d(common, p.certified_positions())
+    count = parts[0].count
+    return {
+        "certified": _pct(len(common), count),
+        "count": int(count),
+        "certified_count": int(len(common)),
+        "of": list(names),
+        "num_shifts": int(sum(len(p.shifts) for p in parts)),
+        "description": "certified on " + " and ".join(names) + " together",
+    }

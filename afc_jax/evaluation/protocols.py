@@ -13,7 +13,8 @@
   `RandomShift` (consistency) live here, the certified grids in `certified.py` and feature
   equivariance in `equivariance.py`.
 
-Shifts follow `ops.fractional_shift`: content moves towards higher indices, like `jnp.roll`.
+Shifts follow `ops.fractional_shift`: a positive shift moves content towards higher indices,
+like `jnp.roll`; the official sub-pixel sets are therefore negative (see `SHIFT_SETS`).
 """
 
 from __future__ import annotations
@@ -114,28 +115,68 @@ def as_classifier(obj, variables=None, *, name: str | None = None, features=None
 # ----------------------------------------------------------------------------- shift sets
 
 
-def integer_grid_shifts(max_shift: int) -> np.ndarray:
-    """(max_shift**2, 2): every (dy, dx) with 0 <= dy, dx < max_shift, row-major."""
-    dy, dx = np.meshgrid(np.arange(max_shift), np.arange(max_shift), indexing="ij")
-    return np.stack([dy.ravel(), dx.ravel()], axis=1).astype(np.float32)
+# Which shift sets the certified protocols use. "official": the paper's evaluation script
+# (shift_eval.py) exactly; "all": every shift of the square grids, with sub-pixel shifts moving
+# content towards higher indices (afc-jax's sets before they followed the script).
+SHIFT_SETS = ("official", "all")
 
 
-def half_pixel_grid_shifts(max_shift: int) -> np.ndarray:
-    """((max_shift-1)**2, 2): every (dy - 1/2, dx - 1/2) with 1 <= dy, dx < max_shift."""
-    v = np.arange(1, max_shift) - 0.5
+def _check_sets(sets: str) -> None:
+    if sets not in SHIFT_SETS:
+        raise ValueError(f"shift sets must be one of {SHIFT_SETS}, got {sets!r}")
+
+
+def integer_grid_shifts(max_shift: int, sets: str = "official") -> np.ndarray:
+    """Integer circular shifts (dy, dx), row-major.
+
+    "official": (0, 0) and every (dy, dx) with 1 <= dy, dx < max_shift (no shift along one
+    axis only): 1 + (max_shift - 1)**2 shifts. "all": every 0 <= dy, dx < max_shift.
+    """
+    _check_sets(sets)
+    lo = 0 if sets == "all" else 1
+    dy, dx = np.meshgrid(np.arange(lo, max_shift), np.arange(lo, max_shift), indexing="ij")
+    grid = np.stack([dy.ravel(), dx.ravel()], axis=1)
+    if sets == "official":
+        grid = np.concatenate([np.zeros((1, 2), grid.dtype), grid])
+    return grid.astype(np.float32).reshape(-1, 2)
+
+
+def half_pixel_grid_shifts(max_shift: int, sets: str = "official") -> np.ndarray:
+    """((max_shift-1)**2, 2) half-pixel circular shifts, for 1 <= dy, dx < max_shift.
+
+    "official": (-(dy - 1/2), -(dx - 1/2)): the official sub-pixel shift moves content towards
+    lower indices (the opposite of its integer rolls). "all": (dy - 1/2, dx - 1/2).
+    """
+    _check_sets(sets)
+    sign = -1.0 if sets == "official" else 1.0
+    v = sign * (np.arange(1, max_shift) - 0.5)
     dy, dx = np.meshgrid(v, v, indexing="ij")
-    return np.stack([dy.ravel(), dx.ravel()], axis=1).astype(np.float32)
+    return np.stack([dy.ravel(), dx.ravel()], axis=1).astype(np.float32).reshape(-1, 2)
 
 
-def fractional_grid_shifts(denominators) -> np.ndarray:
-    """Every (a/u, b/u) with 1 <= a, b < u for each u (in the order given)."""
-    rows = [(a / u, b / u) for u in denominators for a in range(1, u) for b in range(1, u)]
+def fractional_grid_shifts(denominators, sets: str = "official") -> np.ndarray:
+    """Every (a/u, b/u) with 1 <= a, b < u for each u (in the order given); negated for
+    "official" (content towards lower indices, as the official script shifts)."""
+    _check_sets(sets)
+    sign = -1.0 if sets == "official" else 1.0
+    rows = [
+        (sign * a / u, sign * b / u) for u in denominators for a in range(1, u) for b in range(1, u)
+    ]
     return np.asarray(rows, np.float32).reshape(-1, 2)
 
 
-def crop_offsets(margin: int) -> np.ndarray:
-    """((2m+1)**2, 2): every window offset (oy, ox) with 0 <= oy, ox <= 2m."""
-    return integer_grid_shifts(2 * margin + 1)
+def crop_offsets(margin: int, sets: str = "official") -> np.ndarray:
+    """Window offsets (oy, ox) into the image resized to size + 2m, row-major.
+
+    "official": 1 <= oy, ox <= 2m ((2m)**2 windows, the centre one included); "all":
+    0 <= oy, ox <= 2m ((2m+1)**2 windows).
+    """
+    _check_sets(sets)
+    lo = 0 if sets == "all" else 1
+    oy, ox = np.meshgrid(
+        np.arange(lo, 2 * margin + 1), np.arange(lo, 2 * margin + 1), indexing="ij"
+    )
+    return np.stack([oy.ravel(), ox.ravel()], axis=1).astype(np.float32).reshape(-1, 2)
 
 
 # ----------------------------------------------------------------------------- image shifts

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from afc_jax.evaluation import reporting, settings
-from afc_jax.evaluation.certified import CertifiedShift
+from afc_jax.evaluation.certified import CertifiedShift, certified_together
 from afc_jax.evaluation.equivariance import FeatureEquivariance
 from afc_jax.evaluation.loading import detect, parse_spec, resolve
 from afc_jax.evaluation.protocols import (
@@ -53,58 +53,71 @@ def _certified_kwargs(ev) -> dict:
     )
 
 
+def _sets(ev) -> str:
+    return str(ev.get("shift_sets", "official"))
+
+
 def _integer_grid(ev, image_size):
-    m = int(ev.max_shift)
+    m, sets = int(ev.max_shift), _sets(ev)
+    shifts = integer_grid_shifts(m, sets)
+    what = "(0, 0) and every (dy, dx), 1" if sets == "official" else "every (dy, dx), 0"
     return CertifiedShift(
         "integer_grid",
-        integer_grid_shifts(m),
+        shifts,
         grid_shape=(m, m),
+        grid_cells=shifts.astype(int),  # the official set leaves (0, k) and (k, 0) out
         axes={"dy": list(range(m)), "dx": list(range(m))},
-        description=f"every integer circular shift (dy, dx), 0 <= dy, dx < {m}",
+        description=f"integer circular shifts {what} <= dy, dx < {m} ({sets} set)",
         **_certified_kwargs(ev),
     )
 
 
 def _half_pixel_grid(ev, image_size):
-    m = int(ev.max_shift)
+    m, sets = int(ev.max_shift), _sets(ev)
     if m < 2:
         raise ValueError("half_pixel_grid needs eval.max_shift >= 2")
-    values = [d - 0.5 for d in range(1, m)]
+    sign = "-" if sets == "official" else ""
+    values = [float(v) for v in half_pixel_grid_shifts(m, sets)[: m - 1, 1]]
     return CertifiedShift(
         "half_pixel_grid",
-        half_pixel_grid_shifts(m),
+        half_pixel_grid_shifts(m, sets),
         grid_shape=(m - 1, m - 1),
         axes={"dy": values, "dx": values},
-        description=f"every circular shift (dy - 1/2, dx - 1/2), 1 <= dy, dx < {m}",
+        description=f"every circular shift ({sign}(dy - 1/2), {sign}(dx - 1/2)), "
+        f"1 <= dy, dx < {m} ({sets} set)",
         **_certified_kwargs(ev),
     )
 
 
 def _fractional_grid(ev, image_size):
-    dens = tuple(int(u) for u in ev.fractional_denominators)
+    dens, sets = tuple(int(u) for u in ev.fractional_denominators), _sets(ev)
+    sign = "-" if sets == "official" else ""
     return CertifiedShift(
         "fractional_grid",
-        fractional_grid_shifts(dens),
-        description="every circular shift (a/u, b/u), 1 <= a, b < u, u in "
-        + ", ".join(map(str, dens)),
+        fractional_grid_shifts(dens, sets),
+        description=f"every circular shift ({sign}a/u, {sign}b/u), 1 <= a, b < u, u in "
+        + ", ".join(map(str, dens))
+        + f" ({sets} set)",
         **_certified_kwargs(ev),
     )
 
 
 def _crop_shift(ev, image_size):
-    m = settings.crop_margin(ev, image_size)
-    offsets = list(range(2 * m + 1))
+    m, sets = settings.crop_margin(ev, image_size), _sets(ev)
+    lo = 1 if sets == "official" else 0
+    offsets = list(range(lo, 2 * m + 1))
     return CertifiedShift(
         "crop_shift",
-        crop_offsets(m),
+        crop_offsets(m, sets),
         kind="crop",
         require_unshifted=False,
-        grid_shape=(2 * m + 1, 2 * m + 1),
+        grid_shape=(len(offsets), len(offsets)),
         axes={"dy": offsets, "dx": offsets},
         crop_margin=m,
         resize_method=str(ev.crop_resize_method),
         description=f"resize to {image_size}+2*{m} ({ev.crop_resize_method}), every "
-        f"{image_size}x{image_size} window at offsets 0..{2 * m}, no wrap-around",
+        f"{image_size}x{image_size} window at offsets {lo}..{2 * m}, no wrap-around "
+        f"({sets} set)",
         **_certified_kwargs(ev),
     )
 
@@ -238,6 +251,9 @@ def evaluate(
         bar.close()
     seconds = time.perf_counter() - t0
     results = {p.name: p.result() for p in protocols}
+    together = certified_together(protocols)  # the official script's integer + half-pixel
+    if together is not None:
+        results["integer_and_half_pixel_grid"] = together
     shift_protocols = [p for p in protocols if p.name != "accuracy"]
     pairs = sum(p.pairs for p in shift_protocols)
     busy = sum(p.seconds for p in shift_protocols)

@@ -24,6 +24,7 @@ PROTOCOL_NAMES = (
     "feature_equivariance",
 )
 WEIGHTS = ("ema", "raw")
+SHIFT_SETS = ("official", "all")  # = afc_jax.evaluation.protocols.SHIFT_SETS (no jax import here)
 
 
 def eval_config() -> ml_collections.ConfigDict:
@@ -31,13 +32,20 @@ def eval_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # Which protocols run, in this order (any subset of PROTOCOL_NAMES).
     c.protocols = PROTOCOL_NAMES
-    # integer_grid: every (dy, dx) with 0 <= dy, dx < max_shift; half_pixel_grid: every
-    # (dy - 1/2, dx - 1/2) with 1 <= dy, dx < max_shift.
+    # Shift sets of the certified protocols (afc_jax.evaluation.protocols.SHIFT_SETS):
+    # "official" (the paper's evaluation script) or "all" (every shift of the square grids,
+    # sub-pixel shifts towards higher indices). With "official":
+    # integer_grid: (0, 0) and every (dy, dx) with 1 <= dy, dx < max_shift; half_pixel_grid:
+    # every (-(dy - 1/2), -(dx - 1/2)) with 1 <= dy, dx < max_shift (content moves towards lower
+    # indices); with "all": every 0 <= dy, dx < max_shift, and (dy - 1/2, dx - 1/2).
+    c.shift_sets = "official"
     c.max_shift = 32
-    # fractional_grid: every (a/u, b/u) with 1 <= a, b < u for u in these denominators.
+    # fractional_grid: every (a/u, b/u) with 1 <= a, b < u for u in these denominators
+    # (negated with "official").
     c.fractional_denominators = (3, 4)
     # crop_shift: resize to image_size + 2m, classify every image_size window at offsets
-    # 0..2m on both axes (no wrap-around). -1: m = image_size // 16 (14 at 224, 2 at 32).
+    # 1..2m on both axes ("official"; "all": 0..2m), no wrap-around. -1: m = image_size // 16
+    # (14 at 224, 2 at 32).
     c.crop_margin = -1
     c.crop_resize_method = "bicubic"  # jax.image.resize method
     # Shifts per forward pass: each forward classifies (examples in the batch) x chunk_size
@@ -126,6 +134,9 @@ def crop_margin(eval_cfg, image_size: int) -> int:
 def validate(eval_cfg, image_size: int) -> None:
     """Checks the settings before anything compiles; raises ValueError saying what to change."""
     normalize_protocols(eval_cfg.protocols)
+    sets = eval_cfg.get("shift_sets", "official")
+    if sets not in SHIFT_SETS:
+        raise ValueError(f"eval.shift_sets must be one of {SHIFT_SETS}, got {sets!r}")
     if eval_cfg.max_shift < 1:
         raise ValueError(f"eval.max_shift must be >= 1, got {eval_cfg.max_shift}")
     dens: Sequence[int] = tuple(eval_cfg.fractional_denominators)

@@ -20,7 +20,7 @@ GRIDS = ["accuracy", "integer_grid", "half_pixel_grid", "fractional_grid"]
 
 def settings(**overrides):
     ev = ev_lib.eval_config()
-    ev.max_shift = 6  # 36 integer, 25 half-pixel, 13 fractional shifts
+    ev.max_shift = 6  # official sets: 26 integer, 25 half-pixel, 13 fractional shifts
     ev.chunk_size = 8
     ev.heatmap_examples = -1
     ev.crop_margin = 2
@@ -55,17 +55,62 @@ def run(model, images, labels, names, ev=None, batch=BATCH, **kw):
 # ----------------------------------------------------------------------------- shift sets
 
 
-def test_shift_sets_match_the_paper():
-    ints = P.integer_grid_shifts(32)
+def _as_set(a):
+    return {(float(y), float(x)) for y, x in np.asarray(a, np.float64).round(6)}
+
+
+@pytest.mark.parametrize("m", [2, 5, 32])
+def test_official_shift_sets_are_the_papers_definitions(m):
+    """The official evaluation script's sets: integer (0, 0) plus 1 <= dy, dx < m (no shift
+    along one axis only); sub-pixel shifts move content towards lower indices; crop windows
+    at offsets 1..2m."""
+    assert ev_lib.eval_config().shift_sets == "official"  # eval.py's default
+    ints = P.integer_grid_shifts(m)
+    want = {(0.0, 0.0)} | {(float(y), float(x)) for y in range(1, m) for x in range(1, m)}
+    assert _as_set(ints) == want and len(ints) == 1 + (m - 1) ** 2
+    half = P.half_pixel_grid_shifts(m)
+    want = {(-(y - 0.5), -(x - 0.5)) for y in range(1, m) for x in range(1, m)}
+    assert _as_set(half) == _as_set(sorted(want)) and len(half) == (m - 1) ** 2
+    frac = P.fractional_grid_shifts((3, 4))
+    want = [(-a / u, -b / u) for u in (3, 4) for a in range(1, u) for b in range(1, u)]
+    np.testing.assert_allclose(frac, np.asarray(want), rtol=1e-6)
+    crop = P.crop_offsets(m)
+    want = {(float(y), float(x)) for y in range(1, 2 * m + 1) for x in range(1, 2 * m + 1)}
+    assert _as_set(crop) == want and len(crop) == (2 * m) ** 2
+
+
+def test_all_shift_sets_are_the_full_square_grids():
+    ints = P.integer_grid_shifts(32, "all")
     assert ints.shape == (1024, 2) and ints.min() == 0 and ints.max() == 31
-    half = P.half_pixel_grid_shifts(32)
+    half = P.half_pixel_grid_shifts(32, "all")
     assert half.shape == (31 * 31, 2)
     assert np.allclose(np.unique(half), np.arange(1, 32) - 0.5)
-    frac = P.fractional_grid_shifts((3, 4))
-    assert frac.shape == (4 + 9, 2)
+    frac = P.fractional_grid_shifts((3, 4), "all")
     want = [(a / u, b / u) for u in (3, 4) for a in range(1, u) for b in range(1, u)]
     np.testing.assert_allclose(frac, np.asarray(want), rtol=1e-6)
-    assert P.crop_offsets(2).shape == (25, 2)
+    assert _as_set(P.crop_offsets(2, "all")) == {(y, x) for y in range(5) for x in range(5)}
+    with pytest.raises(ValueError, match="shift sets"):
+        P.integer_grid_shifts(4, "paper")
+    with pytest.raises(ValueError, match="shift_sets"):
+        ev_lib.build_protocols(settings(shift_sets="paper"), SIZE)
+    from afc_jax.evaluation import settings as settings_module
+
+    assert settings_module.SHIFT_SETS == P.SHIFT_SETS
+
+
+@pytest.mark.parametrize("sets", ["official", "all"])
+def test_each_protocol_records_its_exact_shift_list(sets):
+    ev = settings(shift_sets=sets)
+    built = {p.name: p for p in ev_lib.build_protocols(ev, SIZE)}
+    want = {
+        "integer_grid": P.integer_grid_shifts(6, sets),
+        "half_pixel_grid": P.half_pixel_grid_shifts(6, sets),
+        "fractional_grid": P.fractional_grid_shifts((3, 4), sets),
+        "crop_shift": P.crop_offsets(2, sets),
+    }
+    for name, shifts in want.items():
+        np.testing.assert_array_equal(built[name].shifts, shifts)
+        assert sets in built[name].description
 
 
 def test_shifts_are_exact_rolls_and_fourier_shifts():
@@ -98,7 +143,15 @@ def test_invariant_model_has_equal_certified_accuracy_everywhere(data):
     for name in GRIDS[1:]:
         assert out[name]["certified"] == pytest.approx(70.0), name
         assert out[name]["count"] == N
-        assert np.allclose(out[name]["per_shift_accuracy"], 70.0)
+        acc = np.asarray(out[name]["per_shift_accuracy"], float)
+        assert np.allclose(acc[~np.isnan(acc)], 70.0)
+        np.testing.assert_array_equal(
+            out[name]["shifts"], ev_lib.build_protocols(settings(), SIZE, [name])[0].shifts
+        )
+    # the official integer grid's heat map leaves out the shifts along one axis only
+    acc = np.asarray(out["integer_grid"]["per_shift_accuracy"], float)
+    assert acc.shape == (6, 6) and np.isnan(acc[0, 1:]).all() and np.isnan(acc[1:, 0]).all()
+    assert out["integer_and_half_pixel_grid"]["certified"] == pytest.approx(70.0)
 
 
 @pytest.mark.parametrize("all_zero", [True, False])
@@ -119,8 +172,8 @@ def test_constant_model_is_certified_exactly_where_it_is_right(all_zero, data):
     "target, caught_by",
     [
         ((3.0, 5.0), "integer_grid"),
-        ((2.5, 4.5), "half_pixel_grid"),
-        ((1 / 3, 2 / 3), "fractional_grid"),
+        ((-2.5, -4.5), "half_pixel_grid"),
+        ((-1 / 3, -2 / 3), "fractional_grid"),
     ],
     ids=["integer", "half_pixel", "fractional"],
 )
@@ -133,16 +186,19 @@ def test_a_single_bad_shift_is_caught_only_by_grids_that_hold_it(target, caught_
         want = 0.0 if name == caught_by else 70.0
         assert out[name]["certified"] == pytest.approx(want), name
     # the heat map has exactly one bad cell, at the target
-    acc = np.asarray(out[caught_by]["per_shift_accuracy"], float).ravel()
-    shifts = {
-        "integer_grid": P.integer_grid_shifts(6),
-        "half_pixel_grid": P.half_pixel_grid_shifts(6),
-        "fractional_grid": P.fractional_grid_shifts((3, 4)),
-    }[caught_by]
-    bad = np.flatnonzero(acc < 70.0)
-    assert len(bad) == 1 and acc[bad[0]] == 0.0
-    np.testing.assert_allclose(shifts[bad[0]], target, atol=1e-6)
+    acc = np.asarray(out[caught_by]["per_shift_accuracy"], float)
+    bad = np.argwhere(acc < 70.0)
+    assert len(bad) == 1 and acc[tuple(bad[0])] == 0.0
+    if caught_by == "fractional_grid":  # no grid: one entry per shift of the list
+        np.testing.assert_allclose(out[caught_by]["shifts"][bad[0][0]], target, atol=1e-6)
+    else:
+        axes = out[caught_by]["axes"]
+        cell = (axes["dy"][bad[0][0]], axes["dx"][bad[0][1]])
+        np.testing.assert_allclose(cell, target, atol=1e-6)
     assert out[caught_by]["worst_shift"]["accuracy"] == 0.0
+    np.testing.assert_allclose(out[caught_by]["worst_shift"]["shift"], target, atol=1e-6)
+    together = out["integer_and_half_pixel_grid"]["certified"]
+    assert together == pytest.approx(0.0 if caught_by != "fractional_grid" else 70.0)
 
 
 def test_failed_examples_stop_costing_compute(data):
@@ -156,7 +212,7 @@ def test_failed_examples_stop_costing_compute(data):
     batches = -(-N // BATCH)
     assert out["early_stopped_batches"] == batches
     assert out["pairs"] <= batches * BATCH * 3 * 4  # at most three chunks of 4 per batch
-    assert out["naive_pairs"] == N * 64
+    assert out["naive_pairs"] == N * (1 + 7 * 7)
 
     # one bad shift late in the grid, every example dies there: compaction (batch 32 -> 8)
     # kicks in once only the 3 heat-map examples are left, and the answer is unchanged
@@ -169,8 +225,9 @@ def test_failed_examples_stop_costing_compute(data):
         assert plain[key] == fast[key]
     assert plain["certified"] == 0.0 and plain["compactions"] == 0
     assert fast["compactions"] >= 1 and fast["heatmap_examples"] == 3
-    acc = np.asarray(fast["per_shift_accuracy"])
+    acc = np.asarray(fast["per_shift_accuracy"], float)
     others = np.delete(acc.ravel(), 6 * 8 + 1)
+    others = others[~np.isnan(others)]
     assert acc[6, 1] == 0.0 and np.all(others == acc[0, 0]) and acc[0, 0] > 0
 
 
@@ -181,7 +238,7 @@ def test_compaction_keeps_the_survivors(data):
     predicted = np.arange(N) % fakes.NUM_CLASSES
     labels = predicted.copy()
     images = fakes.impulse_images(predicted)
-    bad = fakes.fails_at_shift((0.0, 2.0))
+    bad = fakes.fails_at_shift((1.0, 2.0))
 
     def model(x):
         cls = jnp.round(jnp.mean(x[..., 2], axis=(1, 2)))
@@ -215,13 +272,24 @@ def test_crop_shift_finds_the_one_bad_window(data):
     names = ["accuracy", "crop_shift"]
     inv = run(fakes.invariant_model, images, labels, names)
     assert inv["crop_shift"]["certified"] == pytest.approx(70.0)
-    assert inv["crop_shift"]["num_shifts"] == 25
+    assert inv["crop_shift"]["num_shifts"] == 16  # offsets 1..4 on each axis
     out = run(fakes.fails_at_crop_offset((1, 3), SIZE, 2), images, labels, names)
     assert out["accuracy"]["top1"] == pytest.approx(70.0)
     assert out["crop_shift"]["certified"] == 0.0
     acc = np.asarray(out["crop_shift"]["per_shift_accuracy"])
-    assert acc.shape == (5, 5)
-    assert acc[1, 3] == 0.0 and np.sum(acc < 70.0) == 1
+    assert acc.shape == (4, 4) and out["crop_shift"]["axes"]["dy"] == [1, 2, 3, 4]
+    assert acc[0, 2] == 0.0 and np.sum(acc < 70.0) == 1
+    # offset 0 is not in the official set; it is in "all"
+    corner = run(fakes.fails_at_crop_offset((0, 0), SIZE, 2), images, labels, names)
+    assert corner["crop_shift"]["certified"] == pytest.approx(70.0)
+    every = run(
+        fakes.fails_at_crop_offset((0, 0), SIZE, 2),
+        images,
+        labels,
+        names,
+        settings(shift_sets="all"),
+    )
+    assert every["crop_shift"]["certified"] == 0.0 and every["crop_shift"]["num_shifts"] == 25
     outside = run(fakes.fails_at_crop_offset((7, 7), SIZE, 2), images, labels, names)
     assert outside["crop_shift"]["certified"] == pytest.approx(70.0)
 
@@ -258,3 +326,26 @@ def test_settings_and_protocol_selection():
         ev_lib.build_protocols(ev, SIZE, ["integer"])
     with pytest.raises(ValueError, match="weights"):
         ev_lib.build_protocols(settings(weights="best"), SIZE)
+
+
+def test_integer_and_half_pixel_together_is_counted_per_example():
+    """Classes 0-2 fail one integer shift, classes 3-5 one half-pixel shift: each grid alone
+    certifies 70 %, both together only classes 6-9 (40 %)."""
+    predicted = np.arange(N) % fakes.NUM_CLASSES
+    images = fakes.impulse_images(predicted)
+    bad_integer = fakes.fails_at_shift((3.0, 5.0))
+    bad_half = fakes.fails_at_shift((-2.5, -4.5))
+
+    def model(x):
+        cls = jnp.round(jnp.mean(x[..., 2], axis=(1, 2)))
+        wrong_i = jnp.argmax(bad_integer(x), -1) != cls
+        wrong_h = jnp.argmax(bad_half(x), -1) != cls
+        flip = jnp.where(cls < 3, wrong_i, (cls < 6) & wrong_h)
+        return fakes._one_hot(cls.astype(jnp.int32), flip)
+
+    out = run(model, images, predicted, GRIDS)
+    assert out["integer_grid"]["certified"] == pytest.approx(70.0)
+    assert out["half_pixel_grid"]["certified"] == pytest.approx(70.0)
+    together = out["integer_and_half_pixel_grid"]
+    assert together["certified"] == pytest.approx(40.0) and together["count"] == N
+    assert together["num_shifts"] == 26 + 25
