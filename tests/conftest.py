@@ -21,6 +21,7 @@ os.environ["XLA_FLAGS"] = _flags.strip()
 # and subprocess; pinning the platform keeps the suite independent of libtpu.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import hypothesis  # noqa: E402
 import jax  # noqa: E402
 import pytest  # noqa: E402
 from etils.epath import gpath  # noqa: E402
@@ -34,6 +35,11 @@ from tests.helpers import (  # noqa: E402, F401  (re-exported for convenience)
 )
 
 jax.config.update("jax_enable_x64", False)
+
+# Hypothesis draws the same examples on every CI run (derandomized), so a red CI reproduces.
+# Hypothesis loads its built-in "ci" profile (derandomize=True) when CI is set; say it here.
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 
 @pytest.fixture

@@ -139,7 +139,8 @@ def test_reports_for_checkpoints_side_by_side(saved, tmp_path, fake_bucket):
     assert list(on_disk["checkpoints"]) == ["pth", "run"]
     for entry in on_disk["checkpoints"].values():
         for key in ("accuracy", "integer_grid", "half_pixel_grid", "fractional_grid", "crop_shift"):
-            assert 0.0 <= entry[key] <= 100.0, key
+            examples = entry[key] * N / 100.0  # a percentage of N examples: a whole count
+            assert abs(examples - round(examples)) < 1e-6 and 0 <= round(examples) <= N, key
         assert entry["num_examples"] == N
         assert entry["protocols"]["integer_grid"]["count"] == N
         assert entry["protocols"]["feature_equivariance"]["available"]

@@ -21,6 +21,10 @@ from tests.helpers import random_variables, rel_err
 # round-off of the activations, not aliasing.
 BF16_MODEL_INVARIANCE_BOUND = 3e-2
 IMPL_TOL = 1e-5  # float32 agreement between filter implementations (measured ~1e-6)
+# Gradients of the whole tree: a scalar parameter's gradient (a polynomial's out_scale) sums a
+# whole feature map with cancellation, so its float32 round-off is larger (measured 1.3e-5;
+# a real difference between the formulations shows as 1e-2 or more).
+GRAD_TOL = 1e-4
 
 
 def _digits_config(**model):
@@ -65,10 +69,12 @@ def test_reference_and_fast_formulations_agree_with_gradients():
         logits[mlp_impl] = jax.jit(model.apply)(variables, x)
         grads[mlp_impl] = jax.jit(jax.grad(loss))(variables, x)["params"]
     assert rel_err(logits["fast"], logits["reference"]) <= IMPL_TOL
-    stem = [g["downsample_layers_0"] for g in (grads["fast"], grads["reference"])]
-    for got, want in zip(jax.tree_util.tree_leaves(stem[0]), jax.tree_util.tree_leaves(stem[1]),
-                         strict=True):
-        assert rel_err(got, want) <= IMPL_TOL
+    # Every parameter's gradient, not only the stem's: the formulations differ in every block.
+    fast = dict(jax.tree_util.tree_leaves_with_path(grads["fast"]))
+    reference = dict(jax.tree_util.tree_leaves_with_path(grads["reference"]))
+    assert fast.keys() == reference.keys()
+    errors = {jax.tree_util.keystr(k): rel_err(fast[k], reference[k]) for k in reference}
+    assert max(errors.values()) <= GRAD_TOL, sorted(errors.items(), key=lambda e: -e[1])[:5]
 
 
 @pytest.mark.parametrize("field", ["mlp_impl", "filter_impl"])
