@@ -47,9 +47,31 @@ def _coin(seed, prob) -> tf.Tensor:
 # ----------------------------------------------------------------------------- resizing
 
 
-def resize_bicubic(image: tf.Tensor, size: Sequence[int] | tf.Tensor) -> tf.Tensor:
-    """Bicubic resize of an (H, W, C) float image, antialiased when shrinking (like PIL)."""
-    return tf.image.resize(image, size, method="bicubic", antialias=True)
+def _round_half_up(x):
+    return tf.floor(x + 0.5)
+
+
+def resize_bicubic(
+    image: tf.Tensor, size: Sequence[int] | tf.Tensor, *, uint8_grid: bool = False
+) -> tf.Tensor:
+    """Bicubic resize of an (H, W, C) float image, antialiased when shrinking (like PIL).
+
+    The kernel is PIL's (cubic a = -0.5, stretched by the scale when shrinking, weights
+    renormalised at the borders). With `uint8_grid` (images of integers 0..255) it also rounds
+    like PIL's uint8 resize: two separable passes, width first, each rounded half up and
+    clipped to 0..255 (the intermediate image is uint8 in PIL); the result then equals
+    `PIL.Image.resize(..., BICUBIC)` within one grey level (tests/data/test_augment.py).
+    """
+    image = tf.cast(image, tf.float32)
+    if not uint8_grid:
+        return tf.image.resize(image, size, method="bicubic", antialias=True)
+    size = tf.cast(size, tf.int32)
+    wide = tf.image.resize(
+        image, tf.stack([tf.shape(image)[0], size[1]]), method="bicubic", antialias=True
+    )
+    wide = tf.clip_by_value(_round_half_up(wide), 0.0, 255.0)
+    out = tf.image.resize(wide, size, method="bicubic", antialias=True)
+    return tf.clip_by_value(_round_half_up(out), 0.0, 255.0)
 
 
 def resize_if_needed(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
@@ -64,18 +86,24 @@ def resize_if_needed(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
     return tf.ensure_shape(resized, (height, width, None))
 
 
-def _short_side_size(height, width, short: tf.Tensor):
-    """(new_h, new_w) with the short side equal to `short` and the aspect ratio kept."""
-    h = tf.cast(height, tf.float32)
-    w = tf.cast(width, tf.float32)
-    scale = tf.cast(short, tf.float32) / tf.minimum(h, w)
-    new_h = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), 1)
-    new_w = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), 1)
-    return new_h, new_w
+def _short_side_size(height, width, short: int):
+    """(new_h, new_w) with the short side equal to `short` and the long side
+    int(short * long / short_side) (truncated, as torchvision's Resize(int))."""
+    h = tf.cast(height, tf.int64)
+    w = tf.cast(width, tf.int64)
+    s = tf.constant(short, tf.int64)
+    new_h = tf.where(h <= w, s, (s * h) // w)
+    new_w = tf.where(h <= w, (s * w) // h, s)
+    return tf.cast(new_h, tf.int32), tf.cast(new_w, tf.int32)
 
 
-def resize_short_center_crop(image: tf.Tensor, size: int, crop_pct: float = 1.0) -> tf.Tensor:
-    """Eval transform: resize the short side to size / crop_pct (bicubic), then centre crop.
+def resize_short_center_crop(
+    image: tf.Tensor, size: int, crop_pct: float = 1.0, *, uint8_grid: bool = False
+) -> tf.Tensor:
+    """Eval transform (the official one: torchvision Resize(int(size / crop_pct), bicubic),
+    CenterCrop(size)): resize the short side to int(size / crop_pct) (bicubic, antialiased;
+    `uint8_grid` rounds like PIL, see `resize_bicubic`), then take the centre crop at
+    round((new - size) / 2) (half to even, like torchvision).
 
     The resize is skipped when the image already has that short side (e.g. CIFAR at its native
     size with crop_pct 1, or the digits), so such images pass through exactly.
@@ -84,14 +112,36 @@ def resize_short_center_crop(image: tf.Tensor, size: int, crop_pct: float = 1.0)
         raise ValueError(f"eval_crop_pct must be in (0, 1], got {crop_pct}")
     image = tf.cast(image, tf.float32)
     short = int(math.floor(size / crop_pct))
+    if short < size:
+        raise ValueError(f"image_size / eval_crop_pct = {short} is smaller than {size}")
     shape = tf.shape(image)
     new_h, new_w = _short_side_size(shape[0], shape[1], short)
     same = tf.logical_and(tf.equal(new_h, shape[0]), tf.equal(new_w, shape[1]))
-    image = tf.cond(same, lambda: image, lambda: resize_bicubic(image, tf.stack([new_h, new_w])))
-    top = (new_h - size) // 2
-    left = (new_w - size) // 2
+    image = tf.cond(
+        same,
+        lambda: image,
+        lambda: resize_bicubic(image, tf.stack([new_h, new_w]), uint8_grid=uint8_grid),
+    )
+    top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2.0), tf.int32)
+    left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2.0), tf.int32)
     image = image[top : top + size, left : left + size]
     return tf.ensure_shape(image, (size, size, None))
+
+
+# ----------------------------------------------------------------------------- decoding
+
+# PIL (the official pipeline) decodes JPEGs with libjpeg's accurate integer IDCT; TensorFlow's
+# default is the fast one, which differs by up to ~10 grey levels on most pixels.
+JPEG_DCT_METHOD = "INTEGER_ACCURATE"
+
+
+def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
+    """Encoded bytes -> uint8 (H, W, 3), JPEGs decoded like PIL (`JPEG_DCT_METHOD`)."""
+    return tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method=JPEG_DCT_METHOD),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8),
+    )
 
 
 # ----------------------------------------------------------------------------- random resized crop
@@ -141,13 +191,20 @@ def random_resized_crop_box(
 
 
 def random_resized_crop(
-    image: tf.Tensor, seed, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+    image: tf.Tensor,
+    seed,
+    size: int,
+    scale=(0.08, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    *,
+    uint8_grid: bool = False,
 ) -> tf.Tensor:
-    """Random resized crop of a decoded (H, W, C) image to (size, size), bicubic, float32."""
+    """Random resized crop of a decoded (H, W, C) image to (size, size), bicubic, float32
+    (`uint8_grid`: rounded like PIL, see `resize_bicubic`)."""
     shape = tf.shape(image)
     top, left, ch, cw = random_resized_crop_box(seed, shape[0], shape[1], scale, ratio)
     crop = image[top : top + ch, left : left + cw]
-    out = resize_bicubic(tf.cast(crop, tf.float32), (size, size))
+    out = resize_bicubic(tf.cast(crop, tf.float32), (size, size), uint8_grid=uint8_grid)
     return tf.ensure_shape(out, (size, size, None))
 
 
@@ -156,23 +213,26 @@ def decode_random_resized_crop(
 ) -> tf.Tensor:
     """Random resized crop straight from encoded bytes; JPEGs decode only the crop window.
 
-    Returns float32 (size, size, 3) in uint8 units (0..255, not yet clipped after the resize).
+    Returns float32 (size, size, 3) of integers 0..255 (resized and rounded like PIL).
     """
 
     def from_jpeg():
         shape = tf.image.extract_jpeg_shape(encoded)
         top, left, ch, cw = random_resized_crop_box(seed, shape[0], shape[1], scale, ratio)
-        crop = tf.image.decode_and_crop_jpeg(encoded, tf.stack([top, left, ch, cw]), channels=3)
+        crop = tf.image.decode_and_crop_jpeg(
+            encoded, tf.stack([top, left, ch, cw]), channels=3, dct_method=JPEG_DCT_METHOD
+        )
         return tf.cast(crop, tf.float32)
 
     def from_other():
-        img = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+        img = decode_rgb(encoded)
         shape = tf.shape(img)
         top, left, ch, cw = random_resized_crop_box(seed, shape[0], shape[1], scale, ratio)
         return tf.cast(img[top : top + ch, left : left + cw], tf.float32)
 
     crop = tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other)
-    return tf.ensure_shape(resize_bicubic(crop, (size, size)), (size, size, 3))
+    out = resize_bicubic(crop, (size, size), uint8_grid=True)
+    return tf.ensure_shape(out, (size, size, 3))
 
 
 def random_flip(image: tf.Tensor, seed) -> tf.Tensor:
@@ -194,8 +254,9 @@ def _grey(img):
 
 
 def _blend(degenerate, img, factor):
-    """degenerate + factor * (img - degenerate), then back to the uint8 grid."""
-    return _to_uint8_grid(degenerate + factor * (img - degenerate))
+    """degenerate + factor * (img - degenerate), truncated and clipped to 0..255 (PIL's
+    Image.blend, which ImageEnhance uses)."""
+    return tf.clip_by_value(tf.floor(degenerate + factor * (img - degenerate)), 0.0, 255.0)
 
 
 def _to_uint8_grid(img):
@@ -348,22 +409,26 @@ def translate_y(img, level, seed, fill):
     return _affine(img, tf.stack([1.0, 0.0, 0.0, 0.0, 1.0, d]), fill)
 
 
+# timm's `rand-...-inc1` operation list (its _RAND_INCREASING_TRANSFORMS, in its order): the
+# "Increasing" variants get stronger as the level grows (posterize keeps fewer bits, solarize
+# inverts from a lower threshold, enhancements move further from 1 either way); the Rel
+# translations move by a fraction of the image size. Cutout is left out (random erasing).
 RANDAUGMENT_OPS = {
     "AutoContrast": auto_contrast,
     "Equalize": equalize,
     "Invert": invert,
     "Rotate": rotate,
-    "Posterize": posterize,
-    "Solarize": solarize,
+    "PosterizeIncreasing": posterize,
+    "SolarizeIncreasing": solarize,
     "SolarizeAdd": solarize_add,
-    "Color": color,
-    "Contrast": contrast,
-    "Brightness": brightness,
-    "Sharpness": sharpness,
+    "ColorIncreasing": color,
+    "ContrastIncreasing": contrast,
+    "BrightnessIncreasing": brightness,
+    "SharpnessIncreasing": sharpness,
     "ShearX": shear_x,
     "ShearY": shear_y,
-    "TranslateX": translate_x,
-    "TranslateY": translate_y,
+    "TranslateXRel": translate_x,
+    "TranslateYRel": translate_y,
 }
 RANDAUGMENT_OP_NAMES = tuple(RANDAUGMENT_OPS)
 
@@ -376,15 +441,23 @@ def apply_op(name: str, img, level, seed, fill) -> tf.Tensor:
     return tf.ensure_shape(_to_uint8_grid(out), img.shape)
 
 
-def _rand_augment_layer(img, seed, magnitude, magnitude_std, prob, fill):
+def rand_augment_layer_draws(seed, magnitude, magnitude_std, prob):
+    """What one RandAugment layer draws (timm's AugmentOp): (op index uniform over the
+    RANDAUGMENT_OP_NAMES, level ~ N(magnitude, magnitude_std) clipped to [0, 10] (`mstd`;
+    exactly `magnitude` when magnitude_std is 0), apply with probability `prob`, seed of the
+    op's own randomness (the sign of signed ops))."""
     s_op, s_mag, s_apply, s_arg = split_seed(seed, 4)
-    ops = list(RANDAUGMENT_OPS.values())
-    index = _randint(s_op, len(ops))
+    index = _randint(s_op, len(RANDAUGMENT_OPS))
     level = magnitude + magnitude_std * tf.random.stateless_normal([], seed=s_mag)
     level = tf.clip_by_value(level, 0.0, _MAX_LEVEL)
-    branches = [(lambda op=op: op(img, level, s_arg, fill)) for op in ops]
+    return index, level, _coin(s_apply, prob), s_arg
+
+
+def _rand_augment_layer(img, seed, magnitude, magnitude_std, prob, fill):
+    index, level, apply, s_arg = rand_augment_layer_draws(seed, magnitude, magnitude_std, prob)
+    branches = [(lambda op=op: op(img, level, s_arg, fill)) for op in RANDAUGMENT_OPS.values()]
     applied = tf.switch_case(index, branches)
-    return tf.where(_coin(s_apply, prob), applied, img)
+    return tf.where(apply, applied, img)
 
 
 @functools.cache
@@ -418,8 +491,11 @@ def rand_augment(
 ) -> tf.Tensor:
     """RandAugment on an (H, W, 3) float image of integers 0..255.
 
-    `num_layers` times: pick one of the 15 ops uniformly (with replacement), draw its magnitude
-    from N(magnitude, magnitude_std) clipped to [0, 10], and apply it with probability `prob`.
+    timm's `rand-m{magnitude}-n{num_layers}-mstd{magnitude_std}-inc1` (the official recipe:
+    rand-m9-mstd0.5-inc1, 2 layers, each op applied with probability 0.5): `num_layers` times,
+    pick one of the 15 ops uniformly (with replacement), draw its magnitude from
+    N(magnitude, magnitude_std) clipped to [0, 10], and apply it with probability `prob`. `fill`
+    is the colour geometric ops leave outside the image (timm: the ImageNet mean, rounded).
     """
     img = tf.cast(img, tf.float32)
     static_shape = img.shape
@@ -478,6 +554,36 @@ def color_jitter(img01: tf.Tensor, seed, strength: float) -> tf.Tensor:
 # ----------------------------------------------------------------------------- random erasing
 
 
+def random_erasing_box(
+    seed,
+    height,
+    width,
+    scale: Sequence[float] = (0.02, 1 / 3),
+    ratio: Sequence[float] = (0.3, 1 / 0.3),
+    attempts: int = 10,
+):
+    """timm's RandomErasing box (one erase): up to `attempts` candidates with area fraction
+    ~ U(scale), log(h / w) ~ U(log ratio), h = round(sqrt(area * aspect)),
+    w = round(sqrt(area / aspect)); the first with h < height and w < width is placed uniformly
+    (top in 0..height - h). Returns int32 (top, left, h, w) and whether any candidate fitted."""
+    s_area, s_ratio, s_pos = split_seed(seed, 3)
+    hi, wi = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    h = tf.cast(hi, tf.float32)
+    w = tf.cast(wi, tf.float32)
+    target = h * w * _uniform(s_area, (attempts,), scale[0], scale[1])
+    aspect = tf.exp(_uniform(s_ratio, (attempts,), math.log(ratio[0]), math.log(ratio[1])))
+    eh = tf.round(tf.sqrt(target * aspect))  # Python's round: half to even
+    ew = tf.round(tf.sqrt(target / aspect))
+    ok = (eh < h) & (ew < w) & (eh > 0) & (ew > 0)
+    first = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)
+    eh_i = tf.cast(eh[first], tf.int32)
+    ew_i = tf.cast(ew[first], tf.int32)
+    sy, sx = split_seed(s_pos, 2)
+    top = _randint(sy, tf.maximum(hi - eh_i + 1, 1))
+    left = _randint(sx, tf.maximum(wi - ew_i + 1, 1))
+    return top, left, eh_i, ew_i, tf.reduce_any(ok)
+
+
 def random_erasing(
     img: tf.Tensor,
     seed,
@@ -486,29 +592,17 @@ def random_erasing(
     ratio: Sequence[float] = (0.3, 1 / 0.3),
     attempts: int = 10,
 ) -> tf.Tensor:
-    """With probability `prob`, replace one random rectangle of a normalised image by N(0, 1)
-    per-pixel noise. Area fraction ~ U(scale), log aspect ~ U(log ratio); the first of
-    `attempts` candidates that fits strictly inside the image is used (none fits: no erasing).
+    """timm's RandomErasing(prob, mode="pixel", max_count=1): with probability `prob`, replace
+    one random rectangle (`random_erasing_box`) of a normalised image by N(0, 1) noise drawn per
+    pixel and channel; when no candidate fits, nothing is erased.
     """
     if prob <= 0:
         return img
-    s_do, s_area, s_ratio, s_pos, s_noise = split_seed(seed, 5)
+    s_do, s_box, s_noise = split_seed(seed, 3)
     shape = tf.shape(img)
     hi, wi = shape[0], shape[1]
-    h = tf.cast(hi, tf.float32)
-    w = tf.cast(wi, tf.float32)
-    target = h * w * _uniform(s_area, (attempts,), scale[0], scale[1])
-    aspect = tf.exp(_uniform(s_ratio, (attempts,), math.log(ratio[0]), math.log(ratio[1])))
-    eh = tf.round(tf.sqrt(target * aspect))
-    ew = tf.round(tf.sqrt(target / aspect))
-    ok = (eh < h) & (ew < w) & (eh > 0) & (ew > 0)
-    first = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)
-    do = _coin(s_do, prob) & tf.reduce_any(ok)
-    eh_i = tf.cast(eh[first], tf.int32)
-    ew_i = tf.cast(ew[first], tf.int32)
-    sy, sx = split_seed(s_pos, 2)
-    top = _randint(sy, tf.maximum(hi - eh_i + 1, 1))
-    left = _randint(sx, tf.maximum(wi - ew_i + 1, 1))
+    top, left, eh_i, ew_i, fits = random_erasing_box(s_box, hi, wi, scale, ratio, attempts)
+    do = _coin(s_do, prob) & fits
     rows = tf.range(hi)[:, None]
     cols = tf.range(wi)[None, :]
     inside = (rows >= top) & (rows < top + eh_i) & (cols >= left) & (cols < left + ew_i)

@@ -471,7 +471,7 @@ def _checked_label(label, num_classes: int):
 def _decode_full(image, kind: str) -> tf.Tensor:
     """Decoded float32 (H, W, 3) in source units (0..255 or 0..1)."""
     if kind == "encoded":
-        image = tf.io.decode_image(image, channels=3, expand_animations=False, dtype=tf.uint8)
+        image = augment.decode_rgb(image)
     image = tf.cast(image, tf.float32)
     if image.shape.rank == 2:
         image = image[..., None]
@@ -509,10 +509,17 @@ def _train_preprocess_fn(config, kind: str, process_index: int):
                 img = augment.decode_random_resized_crop(image, k_crop, size, scale, ratio)
             else:
                 img = augment.random_resized_crop(
-                    _decode_full(image, kind), k_crop, size, scale, ratio
+                    _decode_full(image, kind),
+                    k_crop,
+                    size,
+                    scale,
+                    ratio,
+                    uint8_grid=kind != "float",
                 )
         else:
-            img = augment.resize_short_center_crop(_decode_full(image, kind), size, 1.0)
+            img = augment.resize_short_center_crop(
+                _decode_full(image, kind), size, 1.0, uint8_grid=kind != "float"
+            )
         img = _to_grid(img, kind)
         if aug.hflip:
             img = augment.random_flip(img, k_flip)
@@ -546,7 +553,9 @@ def _eval_preprocess_fn(config, kind: str):
 
     @tf.autograph.experimental.do_not_convert
     def preprocess(image):
-        img = augment.resize_short_center_crop(_decode_full(image, kind), size, crop_pct)
+        img = augment.resize_short_center_crop(
+            _decode_full(image, kind), size, crop_pct, uint8_grid=kind != "float"
+        )
         img = _normalise(_to_grid(img, kind) / unit, config)
         return tf.ensure_shape(tf.cast(img, tf.float32), (size, size, 3))
 
