@@ -39,23 +39,15 @@ def test_convert_training_checkpoint_ema(tmp_path, capsys):
     rc = cli(
         "--model",
         "convnext_afc",
-        "--depths",
-        1,
-        1,
-        1,
-        1,
-        "--dims",
-        8,
-        8,
-        8,
-        8,
+        "--depths=1,1,1,1",
+        "--dims=8,8,8,8",
         "--input",
         pth,
         "--output",
         out,
         "--which",
         "model_ema",
-        "--check-size",
+        "--check_size",
         32,
     )
     assert rc == 0
@@ -76,21 +68,13 @@ def test_refuses_to_overwrite_and_reports_bad_files(tmp_path, capsys):
     args = (
         "--model",
         "convnext_afc",
-        "--depths",
-        1,
-        1,
-        1,
-        1,
-        "--dims",
-        8,
-        8,
-        8,
-        8,
+        "--depths=1,1,1,1",
+        "--dims=8,8,8,8",
         "--input",
         pth,
         "--output",
         out,
-        "--check-size",
+        "--check_size",
         32,
     )
     assert cli(*args) == 2
@@ -104,3 +88,11 @@ def test_refuses_to_overwrite_and_reports_bad_files(tmp_path, capsys):
 
     assert cli("--model", "convnext_afc_tiny", "--input", pth, "--output", tmp_path / "y") == 2
     assert "does not match" in capsys.readouterr().err
+
+
+def test_bad_flags_are_usage_errors(tmp_path, capsys):
+    assert cli("--model", "convnext_afc", "--input", tmp_path / "a.pth") == 2  # no --output
+    assert "--output" in capsys.readouterr().err
+    args = ("--model", "convnext_afc", "--input", tmp_path / "a.pth", "--output", tmp_path / "o")
+    assert cli(*args, "--depths=1,1,1") == 2
+    assert "four integers" in capsys.readouterr().err
