@@ -52,16 +52,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.augment.crop_scale = (0.08, 1.0)
     c.augment.crop_ratio = (3 / 4, 4 / 3)
     c.augment.hflip = True
-    c.augment.randaugment = True  # rand-m9-mstd0.5-inc1 (timm's naming)
+    # timm's rand-m9-mstd0.5-inc1, in TensorFlow ops (README "Deviations from the official
+    # recipe"); each of the randaugment_layers ops is applied with probability 0.5
+    c.augment.randaugment = True
     c.augment.randaugment_layers = 2
     c.augment.randaugment_magnitude = 9.0
     c.augment.randaugment_magnitude_std = 0.5
     c.augment.color_jitter = 0.4  # only used when randaugment is off
-    c.augment.random_erasing = 0.25
+    c.augment.random_erasing = 0.25  # probability; one box, per-pixel N(0, 1) ("pixel" mode)
     c.augment.mixup = 0.8
     c.augment.cutmix = 1.0
     c.augment.mix_prob = 1.0
-    c.augment.switch_prob = 0.5  # per batch: cutmix with this probability, else mixup
+    # per batch: cutmix with this probability, else mixup; drawn per device shard (README
+    # "Deviations from the official recipe")
+    c.augment.switch_prob = 0.5
     c.augment.label_smoothing = 0.1
 
     # ----------------------------------------------------------------- optimisation
@@ -69,14 +73,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 1024
     c.num_epochs = 300
     c.optim = ml_collections.ConfigDict()
-    c.optim.base_lr = 4e-3  # at base_batch_size; scaled linearly with batch_size
+    # at base_batch_size; scaled linearly with batch_size x grad_accum_steps (the official
+    # script uses it as given: the same at 4096; README "Deviations from the official recipe")
+    c.optim.base_lr = 4e-3
     c.optim.base_batch_size = 4096
     c.optim.warmup_epochs = 20
     c.optim.min_lr = 1e-6
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999
     c.optim.eps = 1e-8
-    c.optim.weight_decay = 0.05  # not on biases, norms, layer scales, polynomial params
+    # on every parameter with more than one dimension that is not a bias (conv and linear
+    # weights, polynomial coefficients), as the official optimizer: optimizer.weight_decay_mask
+    c.optim.weight_decay = 0.05
     c.optim.grad_clip_norm = ml_collections.FieldReference(None, field_type=float)
     c.optim.grad_accum_steps = 1
     c.optim.ema_decay = 0.9999

@@ -2,6 +2,11 @@
 
     python train.py --config configs/imagenet.py:model=convnext_afc_tiny --workdir gs://.../afc_t
 
+Every field with an official counterpart is the official training script's effective value
+(tests/configs/test_imagenet_recipe.py checks them against official_recipe.json); the few
+deliberate differences, all outside these values, are README "Deviations from the official
+recipe".
+
 `model` is any sized registry name: convnext_afc_{tiny,small,base,large,xlarge},
 convnext_baseline_circular_*, convnext_aps_*, convnext_*. Drop path follows the ConvNeXt
 paper per size (0.1 T, 0.4 S, 0.5 B/L/XL); large and xlarge shard parameters and optimizer
