@@ -27,6 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
     # (size, channels, backend): afc_jax.ops.dft.choose_filter_impl). Ignored by other families.
     c.model.mlp_impl = "auto"
     c.model.filter_impl = "auto"
+    # Activation rematerialisation: "none", "block" or "stage" (recompute in the backward pass
+    # what does not fit in memory; same function). benchmarks.tpu_compile says what fits.
+    c.model.remat = "none"
 
     # ----------------------------------------------------------------- data
     c.data = ml_collections.ConfigDict()

@@ -37,6 +37,7 @@ from afc_jax.ops import dft
 
 Dtype = Any
 TOTAL_STRIDE = 32
+REMAT_OPTIONS = ("none", "block", "stage")
 
 
 class Resample(nn.Module):
@@ -212,11 +213,14 @@ class Stage(_Configured):
 
     drop_paths: Sequence[float] = ()
     layer_scale_init: float = 1e-6
+    remat_blocks: bool = False  # recompute each block's activations in the backward pass
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        # static_argnums counts self: `train` (a Python bool) stays static under remat.
+        block = nn.remat(Block, static_argnums=(2,)) if self.remat_blocks else Block
         for j, rate in enumerate(self.drop_paths):
-            x = Block(
+            x = block(
                 family=self.family,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
@@ -256,6 +260,10 @@ class ConvNeXt(nn.Module):
         (per layer, from map size, channels and backend: `afc_jax.ops.dft.choose_filter_impl`).
       debug: check inputs for NaN/Inf (eagerly when not traced; under jit with
         `jax.experimental.checkify`).
+      remat: activation rematerialisation in training, the same function and parameters:
+        "none", "block" (each block's activations recomputed in the backward pass; keeps
+        only block inputs) or "stage" (only stage inputs kept; more recomputation). For
+        large models or batches that do not fit in HBM (`benchmarks.tpu_compile` says).
     """
 
     family: FamilySpec
@@ -273,6 +281,7 @@ class ConvNeXt(nn.Module):
     mlp_impl: str = "auto"
     filter_impl: str = "auto"
     debug: bool = False
+    remat: str = "none"
 
     def setup(self):
         if len(self.depths) != 4 or len(self.dims) != 4:
@@ -280,6 +289,8 @@ class ConvNeXt(nn.Module):
                 f"ConvNeXt has 4 stages: depths and dims need 4 entries each, "
                 f"got depths={tuple(self.depths)}, dims={tuple(self.dims)}"
             )
+        if self.remat not in REMAT_OPTIONS:
+            raise ValueError(f"remat must be one of {REMAT_OPTIONS}, got {self.remat!r}")
         common = dict(
             family=self.family,
             dtype=self.dtype,
@@ -294,10 +305,12 @@ class ConvNeXt(nn.Module):
         ]
         rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
         starts = np.cumsum((0,) + tuple(self.depths)).tolist()
+        stage = nn.remat(Stage, static_argnums=(2,)) if self.remat == "stage" else Stage
         self.stages = [
-            Stage(
+            stage(
                 drop_paths=tuple(rates[starts[i] : starts[i + 1]]),
                 layer_scale_init=self.layer_scale_init,
+                remat_blocks=self.remat == "block",
                 **common,
             )
             for i in range(4)

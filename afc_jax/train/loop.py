@@ -33,11 +33,12 @@ import numpy as np
 
 from afc_jax import data, models
 from afc_jax.layers.mlp import FILTER_IMPLS, MLP_IMPLS
+from afc_jax.models.convnext import REMAT_OPTIONS
 from afc_jax.train import checkpointing, faults, sharding
 from afc_jax.train import workdir as workdirs
 from afc_jax.train.logging import MetricWriter, Progress, log
-from afc_jax.train.optimizer import make_optimizer
-from afc_jax.train.state import TrainState, init_state, make_eval_step, make_train_step
+from afc_jax.train.programs import build_programs
+from afc_jax.train.state import TrainState
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -184,8 +185,10 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
         filter_rule=m.filter_rule,
         mlp_impl=m.get("mlp_impl") or "auto",
         filter_impl=m.get("filter_impl") or "auto",
+        remat=m.get("remat") or "none",
     )
-    for field, allowed in (("mlp_impl", MLP_IMPLS), ("filter_impl", FILTER_IMPLS)):
+    choices = (("mlp_impl", MLP_IMPLS), ("filter_impl", FILTER_IMPLS), ("remat", REMAT_OPTIONS))
+    for field, allowed in choices:
         if kwargs[field] not in allowed:
             raise ConfigError(f"model.{field} must be one of {allowed}, got {kwargs[field]!r}")
     if m.get("depths") is not None or m.get("dims") is not None:
@@ -315,22 +318,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     info = data.dataset_info(config)  # raises with instructions when the data is missing
     if info.num_classes != config.data.num_classes:
         log(f"note: dataset has {info.num_classes} classes (config said {config.data.num_classes})")
-    model = build_model(config, info.num_classes)
-    mesh = sharding.make_mesh(config, devices)
     steps_per_epoch = info.num_train // config.batch_size
     if steps_per_epoch < 1:
         raise ConfigError(
             f"batch_size={config.batch_size} exceeds the {info.num_train} training examples"
         )
     total_steps = int(config.num_epochs * steps_per_epoch)
-    tx, schedule = make_optimizer(config, steps_per_epoch)
-    image_shape = (config.data.image_size, config.data.image_size, 3)
+    # Model, mesh, optimizer, shardings and steps: the same builder as benchmarks.tpu_compile.
+    programs = build_programs(config, devices, info.num_classes, steps_per_epoch)
+    mesh = programs.mesh
     policy = config.get("nonfinite", "stop")
 
     rng = jax.random.PRNGKey(config.seed)
     init_rng, step_rng = jax.random.split(rng)
-    abstract = jax.eval_shape(lambda r: init_state(model, tx, r, image_shape), init_rng)
-    state_sh = sharding.state_shardings(abstract, mesh, config.mesh.fsdp_min_size)
+    abstract, state_sh = programs.abstract_state, programs.state_shardings
 
     watcher = _PreemptionWatcher()  # before the slow parts: a notice during them is not lost
     watchdog = Watchdog(config.get("watchdog_timeout_s", 0))
@@ -362,9 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             config, process_index=jax.process_index(), process_count=jax.process_count()
         )
         if state is None:
-            state = jax.jit(
-                lambda r: init_state(model, tx, r, image_shape), out_shardings=state_sh
-            )(init_rng)
+            state = programs.init_state(init_rng)
             log(f"{config.model.name}: new run in {workdir}")
         else:
             log(f"{config.model.name}: resumed from step {restored_step} in {workdir}")
@@ -379,15 +378,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
         log(describe_run(config, steps_per_epoch))
 
-        data_sh = sharding.batch_sharding(mesh)
-        batch_spec = {"image": data_sh, "label": data_sh, "mask": data_sh}
-        train_step = jax.jit(
-            make_train_step(model, tx, schedule, config, info.num_classes),
-            in_shardings=(state_sh, batch_spec, sharding.replicated(mesh)),
-            out_shardings=(state_sh, sharding.replicated(mesh)),
-            donate_argnums=(0,),
-        )
-        eval_step = jax.jit(make_eval_step(model))
+        train_step, eval_step = programs.train_step, programs.eval_step
         eval_every = config.eval_every_steps or steps_per_epoch
 
         def run_eval(step):

@@ -1,0 +1,158 @@
+"""The compile table: every family x size at the paper's batch on TPU pods (issue 12, item 2).
+
+    python -m benchmarks.tpu_compile.sweep [--out benchmarks/results] [--only v5e:16x16]
+
+Runs `python -m benchmarks.tpu_compile` once per configuration (one process each, one at a
+time), with `configs/imagenet.py`, global batch 4096, eval batch 1024, bfloat16 compute. When a
+step does not fit in HBM the next setting of `FIT_LADDER` is tried, and the table says which
+one fits. Results are appended to `tpu_compile.json` and the markdown is rewritten after every
+configuration, so an interrupted sweep keeps what finished; running it again skips those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+FAMILIES = ("convnext_afc", "convnext_baseline_circular", "convnext_aps", "convnext")
+SIZES = ("tiny", "small", "base", "large", "xlarge")
+POD = "v5e:16x16"
+EXTRA = (
+    ("v5p:4x4x8", "v6e:16x16"),
+    ("convnext_afc", "convnext_baseline_circular"),
+    ("tiny", "base"),
+)
+COMMON = (
+    "--config.model.dtype=bfloat16",
+    "--config.batch_size=4096",
+    "--config.eval_batch_size=1024",
+)
+# Tried in order until both steps fit: rematerialise per block, then also shard parameters and
+# optimizer state over 16 devices, then per stage, then a smaller per-device eval batch.
+FIT_LADDER = (
+    (),
+    ("--config.model.remat=block",),
+    ("--config.model.remat=block", "--config.mesh.fsdp=16"),
+    ("--config.model.remat=stage", "--config.mesh.fsdp=16"),
+    ("--config.model.remat=stage", "--config.mesh.fsdp=16", "--config.eval_batch_size=512"),
+)
+
+
+def plan(only: str | None) -> list[tuple[str, str]]:
+    """(topology, model) pairs: the other families on the v5e pod by size, then AFC, then the
+    v5p/v6e rows."""
+    others = [f for f in FAMILIES if f != "convnext_afc"]
+    runs = [(POD, f"{f}_{s}") for s in SIZES for f in others]
+    runs += [(POD, f"convnext_afc_{s}") for s in SIZES]
+    topos, fams, sizes = EXTRA
+    runs += [(t, f"{f}_{s}") for t in topos for s in sizes for f in fams[::-1]]
+    return [r for r in runs if only is None or r[0] == only]
+
+
+def _row(r: dict) -> str:
+    t, e = r["train_step"], r["eval_step"]
+    gb = 1e9
+    return (
+        f"| {r['model']} | {r['topology']} | {r['per_device_batch']} | "
+        f"{r['setting'] or 'default'} | "
+        f"{t['flops_per_device'] / 1e12:.2f} | {t['bytes_accessed_per_device'] / gb:.1f} | "
+        f"{t['hbm_bytes_per_device'] / gb:.2f} / {t['hbm_capacity_bytes'] / gb:.0f} | "
+        f"{'yes' if t['fits'] else 'NO'} | {t['roofline']['step_time_s'] * 1e3:.1f} "
+        f"({t['roofline']['bound_by'][0]}) | {e['hbm_bytes_per_device'] / gb:.2f} | "
+        f"{'yes' if e['fits'] else 'NO'} | {t['compile_s'] + e['compile_s']:.0f} |"
+    )
+
+
+def write_markdown(results: list[dict], failures: list[dict], path: str, header: str) -> None:
+    lines = [
+        "# TPU compile table (issue 12)",
+        "",
+        header,
+        "",
+        "Per device and step, as the TPU compiler (libtpu) reports for the program `train.py` "
+        "would run: FLOPs and bytes accessed (`cost_analysis`), HBM = arguments + outputs + "
+        "temporaries - aliased (`memory_analysis`), roofline = max(FLOPs / peak, bytes / HBM "
+        "bandwidth) with the chip's public figures (`benchmarks/tpu_compile/chips.py`); (c) "
+        "compute-bound, (m) memory-bound. Setting: what was needed to fit (default: the "
+        "config as it is).",
+        "",
+        "| model | topology | imgs/chip | setting | train TFLOP | train GB accessed | "
+        "train HBM GB / cap | fits | roofline ms | eval HBM GB | eval fits | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [_row(r) for r in results]
+    if failures:
+        lines += ["", "Not compiled / not fitting:", ""]
+        lines += [f"- {f['model']} on {f['topology']}: {f['reason']}" for f in failures]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def run_one(topology: str, model: str, tmp: str, timeout: int) -> tuple[dict | None, str]:
+    last = "not run"
+    for setting in FIT_LADDER:
+        cmd = [
+            sys.executable, "-m", "benchmarks.tpu_compile", "--topology", topology,
+            "--config", f"configs/imagenet.py:model={model}", *COMMON, *setting, "--json", tmp,
+        ]  # fmt: skip
+        t0 = time.time()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, f"compile took over {timeout}s with setting {setting or 'default'}"
+        print(f"{model} {topology} {setting}: rc {proc.returncode} in {time.time() - t0:.0f}s",
+              flush=True)  # fmt: skip
+        if proc.returncode not in (0, 1):
+            return None, proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"
+        with open(tmp) as f:
+            report = json.load(f)
+        report["setting"] = " ".join(s.removeprefix("--config.") for s in setting)
+        if proc.returncode == 0:
+            return report, ""
+        last = f"does not fit even with {report['setting'] or 'default'}"
+    return None, last
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--only", default=None, help="one topology")
+    p.add_argument("--timeout", type=int, default=3600, help="per compile command, seconds")
+    args = p.parse_args()
+    json_path = os.path.join(args.out, "tpu_compile.json")
+    md_path = os.path.join(args.out, "tpu_compile.md")
+    saved = json.load(open(json_path)) if os.path.exists(json_path) else {}
+    results, failures = saved.get("results", []), saved.get("failures", [])
+    done = {(r["topology"], r["model"]) for r in results + failures}
+    tmp = os.path.join(args.out, ".tpu_compile_tmp.json")
+    for topology, model in plan(args.only):
+        if (topology, model) in done:
+            continue
+        report, reason = run_one(topology, model, tmp, args.timeout)
+        if report is None:
+            failures.append({"topology": topology, "model": model, "reason": reason})
+        else:
+            results.append(report)
+        versions = results[0]["versions"] if results else {}
+        header = (
+            f"Command: `python -m benchmarks.tpu_compile.sweep` (each row: `python -m "
+            f"benchmarks.tpu_compile --topology T --config configs/imagenet.py:model=M "
+            f"{' '.join(COMMON)} [setting]`). Versions: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+            + f". Compiled on a shared 2-core CPU host (compile times are that host's), "
+            f"updated {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC."
+        )
+        with open(json_path, "w") as f:
+            json.dump({"header": header, "results": results, "failures": failures}, f, indent=1)
+        write_markdown(results, failures, md_path, header)
+    if os.path.exists(tmp):
+        os.remove(tmp)
+
+
+if __name__ == "__main__":
+    main()
