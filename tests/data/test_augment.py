@@ -407,3 +407,44 @@ def test_train_crop_resize_matches_pil_on_a_jpeg():
         want = pil.crop((left, top, left + cw, top + ch)).resize((SIZE, SIZE), Image.BICUBIC)
         got = augment.decode_random_resized_crop(tf.constant(encoded), _seed(s), SIZE).numpy()
         assert np.abs(got - np.asarray(want, np.float32)).max() <= 1.0, s
+
+
+def _reference_crop_boxes(rng, n, h, w, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """timm's RandomResizedCropAndInterpolation.get_params, from its definition: (h, w)."""
+    out = []
+    for _ in range(n):
+        for _ in range(10):
+            area = rng.uniform(*scale) * h * w
+            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+            cw, ch = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if cw <= w and ch <= h:
+                out.append((ch, cw))
+                break
+        else:  # fallback: the whole image clamped to the ratio range, centred
+            in_ratio = w / h
+            if in_ratio < ratio[0]:
+                out.append((int(round(w / ratio[0])), w))
+            elif in_ratio > ratio[1]:
+                out.append((h, int(round(h * ratio[1]))))
+            else:
+                out.append((h, w))
+    return np.asarray(out, np.float64)
+
+
+def test_random_resized_crop_boxes_follow_timms_definition():
+    h, w, n = 375, 500, 1500  # a typical ImageNet shape
+    boxes = tf.function(
+        lambda seeds: tf.map_fn(
+            lambda seed: tf.stack(augment.random_resized_crop_box(seed, h, w)),
+            seeds,
+            fn_output_signature=tf.int32,
+        )
+    )
+    seeds = tf.stack([tf.range(n, dtype=tf.int64), tf.fill([n], tf.constant(9, tf.int64))], 1)
+    top, left, ch, cw = boxes(seeds).numpy().T.astype(np.float64)
+    assert (top >= 0).all() and (top + ch <= h).all() and (left >= 0).all()
+    assert (left + cw <= w).all()
+    ref = _reference_crop_boxes(np.random.default_rng(0), n, h, w)
+    bound = _ks_bound(n, n)
+    assert _ks_statistic(ch * cw / (h * w), ref[:, 0] * ref[:, 1] / (h * w)) < bound
+    assert _ks_statistic(np.log(cw / ch), np.log(ref[:, 1] / ref[:, 0])) < bound
