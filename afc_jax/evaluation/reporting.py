@@ -36,7 +36,8 @@ def summarize(described: Mapping, protocols: Mapping, throughput: Mapping) -> di
     entry = dict(described)
     entry["accuracy"] = acc["top1"] if acc else None
     entry["top5"] = acc["top5"] if acc else None
-    for key in ("integer_grid", "half_pixel_grid", "fractional_grid", "crop_shift"):
+    grids = ("integer_grid", "half_pixel_grid", "fractional_grid", "crop_shift")
+    for key in grids + ("integer_and_half_pixel_grid",):  # the last: both grids at once
         entry[key] = protocols[key]["certified"] if key in protocols else None
     counts = [p.get("count") for p in protocols.values() if isinstance(p, Mapping)]
     entry["num_examples"] = next((c for c in counts if c is not None), 0)

@@ -9,6 +9,7 @@ import pytest
 
 from afc_jax import evaluation as ev_lib
 from afc_jax.evaluation import protocols as P
+from afc_jax.evaluation import reporting
 from afc_jax.ops import fractional_shift
 from tests.evaluation import fakes
 
@@ -349,3 +350,5 @@ def test_integer_and_half_pixel_together_is_counted_per_example():
     together = out["integer_and_half_pixel_grid"]
     assert together["certified"] == pytest.approx(40.0) and together["count"] == N
     assert together["num_shifts"] == 26 + 25
+    entry = reporting.summarize({"name": "m"}, out, {})
+    assert entry["integer_and_half_pixel_grid"] == pytest.approx(40.0)
