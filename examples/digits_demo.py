@@ -75,8 +75,10 @@ def shift_robustness(args, workdirs) -> dict:
     # every circular shift of a 64x64 image; python eval.py --config configs/digits.py
     # --checkpoint ... runs that). At 64x64 one pixel of the 8x8 digits is 8 pixels, so these
     # are all sub-pixel shifts of the original digits.
-    config.eval.max_shift = 4  # integer grid 4x4, half-pixel grid 3x3
-    config.eval.crop_margin = 1  # crop shift: 3x3 windows of a 66x66 resize
+    # The paper's shift sets (eval.shift_sets="official"): integer grid (0, 0) plus every
+    # 1 <= dy, dx < 4 (10 shifts), half-pixel grid -(d - 1/2) for 1 <= d < 4 (9 shifts).
+    config.eval.max_shift = 4
+    config.eval.crop_margin = 1  # crop shift: offsets 1..2 per axis, 4 windows of a 66x66 resize
     config.eval.heatmap_examples = 120  # these are classified at every shift (heat maps)
     # Every compiled shape costs about a minute of XLA time on 2 cores: one certified shape (no
     # compaction levels) and no per-stage equivariance plots or random shifts in the demo

@@ -16,6 +16,7 @@ from afc_jax.checkpoints.torch_import import (
     StateDictMismatchError,
     from_torch_state_dict,
     to_torch_state_dict,
+    torch_buffers,
     torch_key_mapping,
 )
 from afc_jax.checkpoints.torch_reader import (
@@ -38,5 +39,6 @@ __all__ = [
     "read_torch_checkpoint",
     "save_variables",
     "to_torch_state_dict",
+    "torch_buffers",
     "torch_key_mapping",
 ]

@@ -17,7 +17,7 @@ N, BATCH = 12, 16  # one padded batch, 2 rows per simulated device
 
 def settings():
     ev = ev_lib.eval_config()
-    ev.max_shift = 2  # integer (0|1, 0|1), half-pixel (1/2, 1/2)
+    ev.max_shift = 2  # official sets: integer (0, 0), (1, 1); half-pixel (-1/2, -1/2)
     ev.fractional_denominators = (3,)  # (1/3, 1/3), (1/3, 2/3), ...
     ev.chunk_size = 4
     ev.heatmap_examples = -1
