@@ -73,7 +73,7 @@ def _models(config, num_classes: int):
     """(label, model, variables) of every checkpoint, or of randomly initialised models."""
     from afc_jax.analysis.weights import random_variables
     from afc_jax.evaluation.loading import load_checkpoint
-    from afc_jax.train.loop import build_model
+    from afc_jax.models import from_config
 
     if _CHECKPOINTS.value:
         for spec in _CHECKPOINTS.value:
@@ -83,7 +83,7 @@ def _models(config, num_classes: int):
     for name in _MODELS.value or [config.model.name]:
         with config.unlocked():
             config.model.name = name
-        model = build_model(config, num_classes)
+        model = from_config(config.model, num_classes)
         yield name, model, random_variables(model, _SEED.value, _RANDOM_INIT.value)
 
 

@@ -32,15 +32,11 @@ import ml_collections
 import numpy as np
 
 from afc_jax import data, models
-from afc_jax.layers.mlp import FILTER_IMPLS, MLP_IMPLS
-from afc_jax.models.convnext import REMAT_OPTIONS
 from afc_jax.train import checkpointing, faults, sharding
 from afc_jax.train import workdir as workdirs
 from afc_jax.train.logging import MetricWriter, Progress, log
 from afc_jax.train.programs import build_programs
 from afc_jax.train.state import TrainState
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # Exit codes of train.py, so that schedulers can tell "retry" from "fix something".
 CONFIG_EXIT_CODE = 2  # ConfigError / DataError / DatasetNotFoundError / CheckpointMismatchError
@@ -173,30 +169,11 @@ class Watchdog:
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
-    m = config.model
-    if m.dtype not in DTYPES:
-        raise ConfigError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
-    kwargs = dict(
-        num_classes=num_classes,
-        drop_path_rate=m.drop_path_rate,
-        layer_scale_init=m.layer_scale_init,
-        head_init_scale=m.head_init_scale,
-        dtype=DTYPES[m.dtype],
-        filter_rule=m.filter_rule,
-        mlp_impl=m.get("mlp_impl") or "auto",
-        filter_impl=m.get("filter_impl") or "auto",
-        remat=m.get("remat") or "none",
-    )
-    choices = (("mlp_impl", MLP_IMPLS), ("filter_impl", FILTER_IMPLS), ("remat", REMAT_OPTIONS))
-    for field, allowed in choices:
-        if kwargs[field] not in allowed:
-            raise ConfigError(f"model.{field} must be one of {allowed}, got {kwargs[field]!r}")
-    if m.get("depths") is not None or m.get("dims") is not None:
-        kwargs["depths"], kwargs["dims"] = tuple(m.depths), tuple(m.dims)
+    """`models.from_config(config.model, num_classes)`, its errors as ConfigError."""
     try:
-        return models.create(m.name, **kwargs)
-    except ValueError as exc:
-        raise ConfigError(f"model: {exc}") from exc
+        return models.from_config(config.model, num_classes)
+    except models.ModelConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int, process_count: int) -> None:
