@@ -14,6 +14,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from afc_jax.layers.activations import StemPolynomialResidual, gelu_exact
 from afc_jax.layers.norms import LayerNorm
@@ -41,8 +42,10 @@ class Nonlinearity:
       name: layer name (as in `layer_maps`).
       kind: "gelu", "polynomial", "stem_polynomial", "layernorm_C" or "layernorm_CHW2".
       input: (N, h, w, C) map the nonlinearity acts on, on the layer's grid.
-      make_fn: fine-grid factor F -> the nonlinearity evaluated on a grid F times finer (a
-        function of (N, F h, F w, C) maps); F matters only for the stem polynomial's low-pass.
+      make_fn: (fine-grid factor F, channels) -> the nonlinearity evaluated on a grid F times
+        finer (a function of (N, F h, F w, C') maps); F matters only for the stem polynomial's
+        low-pass; `channels` (an index array, or None for all) selects the channels of a
+        pointwise nonlinearity, which is then fed only those.
       eval_factor: the grid the network evaluates it on, relative to the layer's grid (1 or 2).
       keep: fraction of that grid's band that the next layers keep (the stem's ideal
         low-pass keeps 1/4, AFC's MLP low-pass 1/2, otherwise 1).
@@ -52,7 +55,7 @@ class Nonlinearity:
     name: str
     kind: str
     input: jax.Array
-    make_fn: Callable[[int], Callable[[jax.Array], jax.Array]]
+    make_fn: Callable[[int, np.ndarray | None], Callable[[jax.Array], jax.Array]]
     eval_factor: int
     keep: float
     pointwise: bool
@@ -88,9 +91,11 @@ def _out(tree: dict, *path: str) -> jax.Array:
     return node["__call__"][0]
 
 
-def polynomial_fn(params) -> Callable[[jax.Array], jax.Array]:
-    """The per-channel quadratic of `PolynomialActivation` with these params."""
+def polynomial_fn(params, channels: np.ndarray | None = None) -> Callable[[jax.Array], jax.Array]:
+    """The per-channel quadratic of `PolynomialActivation` with these params (of `channels`)."""
     coef = jnp.asarray(params["coef"], jnp.float32)
+    if channels is not None:
+        coef = coef[channels]
     s_in = jnp.asarray(params["in_scale"], jnp.float32)[0]
     s_out = jnp.asarray(params["out_scale"], jnp.float32)[0]
 
@@ -101,10 +106,10 @@ def polynomial_fn(params) -> Callable[[jax.Array], jax.Array]:
     return fn
 
 
-def activation_of(family, mlp_params) -> tuple[str, Callable, int, float]:
+def activation_of(family, mlp_params, channels=None) -> tuple[str, Callable, int, float]:
     """(kind, pointwise function, evaluation grid factor, kept band) of a block's activation."""
     if family.mlp in ("alias_free", "poly_1x"):
-        fn, kind = polynomial_fn(mlp_params["act"]), "polynomial"
+        fn, kind = polynomial_fn(mlp_params["act"], channels), "polynomial"
     else:
         fn, kind = gelu_exact, "gelu"
     factor = 2 if family.mlp in ("alias_free", "gelu_2x") else 1
@@ -118,7 +123,7 @@ def _norm_fn(kind: str, params) -> Callable[[jax.Array], jax.Array]:
 
 def _norm(name: str, family, params, x) -> Nonlinearity:
     fn = _norm_fn(family.norm, params)
-    return Nonlinearity(name, f"layernorm_{family.norm}", x, lambda f: fn, 1, 1.0, False)
+    return Nonlinearity(name, f"layernorm_{family.norm}", x, lambda f, ch: fn, 1, 1.0, False)
 
 
 def _stem_keep(family) -> float:
@@ -203,7 +208,7 @@ def nonlinearities(model, variables, inputs: dict) -> list[Nonlinearity]:
     if family.stem_polynomial:
         poly_params = params["downsample_layers_0"]["poly"]
 
-        def stem_poly(factor: int):
+        def stem_poly(factor: int, channels=None):
             # The stem polynomial's low-pass has cutoff 0.75 of the layer grid's band, which is
             # 0.75 / factor of a grid `factor` times finer.
             module = StemPolynomialResidual(cutoff=0.75 / factor)
@@ -224,13 +229,17 @@ def nonlinearities(model, variables, inputs: dict) -> list[Nonlinearity]:
             name = f"s{i}.b{j}"
             block = params[f"stages_{i}"][f"blocks_{j}"]
             out.append(_norm(f"{name}.norm", family, block["norm"], inputs[f"{name}.norm"]))
-            kind, fn, factor, keep = activation_of(family, block["mlp"])
+            kind, _, factor, keep = activation_of(family, block["mlp"])
+
+            def act(f, channels, mlp=block["mlp"]):
+                return activation_of(family, mlp, channels)[1]
+
             out.append(
                 Nonlinearity(
                     f"{name}.act",
                     kind,
                     inputs[f"{name}.act"],
-                    lambda f, fn=fn: fn,
+                    act,
                     factor,
                     keep,
                     True,

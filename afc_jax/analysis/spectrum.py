@@ -11,7 +11,8 @@ densely), the nonlinearity is applied there, and the 2D power spectrum of the re
   aliasing that survives into the features.
 
 F is finite, so whatever the nonlinearity puts above the fine grid's own Nyquist frequency (GELU
-has no band limit) is not seen; F = 4x the evaluation grid captures nearly all of it.
+has no band limit) is not seen; F = 4 (the default) sees up to twice the band that even AFC's 2x
+grid can hold.
 """
 
 from __future__ import annotations
@@ -51,17 +52,26 @@ def _power(x: jax.Array) -> np.ndarray:
 def spectrum(
     nl: Nonlinearity, oversample: int = 4, max_channels: int | None = 64, examples: int = 1
 ) -> Spectrum:
-    """Power spectra before/after `nl` on a grid `oversample` times finer than the one the
-    network evaluates it on. Pointwise nonlinearities keep at most `max_channels` channels
-    (evenly spaced) and the first `examples` examples, to bound memory."""
+    """Power spectra before/after `nl` on a grid `oversample` times finer than the layer's
+    (at least 2x the grid the network evaluates it on, so something lies above its Nyquist
+    frequency). At most `max_channels` channels (evenly spaced) of the first `examples`
+    examples are kept, to bound memory and time; pointwise nonlinearities see only those."""
     x = jnp.asarray(nl.input[:examples], jnp.float32)
-    fine = nl.eval_factor * oversample
-    up = ideal_upsample(x, fine)
-    y = nl.make_fn(fine)(up)
+    e = nl.eval_factor
+    fine = max(-(-oversample // e) * e, 2 * e)
+    idx = None
     if max_channels is not None and x.shape[-1] > max_channels:
         idx = np.linspace(0, x.shape[-1] - 1, max_channels).round().astype(int)
-        up, y = up[..., idx], y[..., idx]
-    return Spectrum(_power(up), _power(y), fine, nl.eval_factor, nl.keep)
+    if nl.pointwise and idx is not None:
+        x = x[..., idx]
+        up = ideal_upsample(x, fine)
+        y = nl.make_fn(fine, idx)(up)
+    else:
+        up = ideal_upsample(x, fine)
+        y = nl.make_fn(fine, None)(up)
+        if idx is not None:
+            up, y = up[..., idx], y[..., idx]
+    return Spectrum(_power(up), _power(y), fine, e, nl.keep)
 
 
 def _signed_bins(m: int) -> np.ndarray:

@@ -88,7 +88,7 @@ def _cosine_square(k0: int, n: int, eval_factor: int):
     wave = np.cos(2 * np.pi * k0 * t / n).astype(np.float32)
     x = np.broadcast_to(wave[:, None, None] * wave[None, :, None], (n, n, 1))[None]
     keep = 1.0 / eval_factor
-    return Nonlinearity("sq", "square", x, lambda f: np.square, eval_factor, keep, True)
+    return Nonlinearity("sq", "square", x, lambda f, ch: np.square, eval_factor, keep, True)
 
 
 @pytest.mark.parametrize(
