@@ -3,6 +3,7 @@
 state_dict = checkpoints.read_torch_checkpoint("convnext_afc_tiny.pth")
 variables = checkpoints.from_torch_state_dict(state_dict, model)
 checkpoints.save_variables("ckpt/afc_tiny", variables, model_name="convnext_afc_tiny")
+state, step = checkpoints.read_training_state("runs/afc/checkpoints")  # a training run's state
 """
 
 from afc_jax.checkpoints.orbax_io import (
@@ -25,8 +26,14 @@ from afc_jax.checkpoints.torch_reader import (
     load_torch_file,
     read_torch_checkpoint,
 )
+from afc_jax.checkpoints.training_state import (
+    CheckpointCorruptError,
+    read_training_state,
+    training_steps,
+)
 
 __all__ = [
+    "CheckpointCorruptError",
     "CheckpointFormatError",
     "CheckpointNotFoundError",
     "StateDictMismatchError",
@@ -36,9 +43,11 @@ __all__ = [
     "load_torch_file",
     "load_variables",
     "read_metadata",
+    "read_training_state",
     "read_torch_checkpoint",
     "save_variables",
     "to_torch_state_dict",
     "torch_buffers",
     "torch_key_mapping",
+    "training_steps",
 ]
