@@ -13,8 +13,8 @@ Device order: `jax.make_mesh` places the axes on the physical topology (on TPU a
 per axis, so collectives use neighbouring links). A run over several TPU slices
 (`mesh.slices > 1`) splits the `data` axis over the slices, which talk over the data-centre
 network (DCN), and keeps `fsdp` (whose all-gathers run every layer) inside a slice, on the
-inter-chip links: `mesh_utils.create_hybrid_device_mesh`. Where devices have no slices (GPU
-clusters, CPU), each process counts as one slice.
+inter-chip links: `mesh_utils.create_hybrid_device_mesh`. Where devices are not on several
+slices (GPU clusters, CPU), each process counts as one slice.
 """
 
 from __future__ import annotations
@@ -66,20 +66,16 @@ def num_slices(config: ml_collections.ConfigDict) -> int:
     return 1 if slices is None else int(slices)
 
 
-def _slice_key(devices) -> str | None:
-    """'slice_index' when the devices say which slice they are on, else None."""
-    if all(getattr(d, "slice_index", None) is not None for d in devices):
-        return "slice_index"
-    return None
+def _slices_of(devices) -> int:
+    """How many slices the devices say they are on (1 when they do not say)."""
+    return len({getattr(d, "slice_index", None) for d in devices})
 
 
 def device_grid(config: ml_collections.ConfigDict, devices) -> np.ndarray:
     """The (data, fsdp) array of `devices` in topology-aware order (see the module doc)."""
     devices = list(devices)
     data, fsdp = mesh_shape(config, len(devices))
-    slices = num_slices(config)
-    key = _slice_key(devices)
-    found = len({getattr(d, key) for d in devices}) if key else 1
+    slices, found = num_slices(config), _slices_of(devices)
     if slices == 1:
         if found > 1:
             raise MeshConfigError(
@@ -93,20 +89,18 @@ def device_grid(config: ml_collections.ConfigDict, devices) -> np.ndarray:
                 f"cannot lay a mesh data={data} x fsdp={fsdp} on these {len(devices)} "
                 f"{devices[0].device_kind} devices ({exc}); try another mesh.fsdp"
             ) from exc
+    # TPUs say which slice each chip is on. Elsewhere (GPU, CPU: one slice, or none, however
+    # many hosts) the processes are the units connected by the slower network.
     processes = len({d.process_index for d in devices})
-    if key is None and processes != slices:
+    by_process = found == 1 and devices[0].platform != "tpu" and processes == slices
+    if found != slices and not by_process:
+        other = "" if devices[0].platform == "tpu" else " (or run one process per slice)"
         raise MeshConfigError(
-            f"mesh.slices={slices}, but these {devices[0].platform} devices have no slice_index "
-            f"and belong to {processes} process(es); without slices each process counts as "
-            "one, so run one process per slice, or set mesh.slices=1"
-        )
-    if key is not None and found != slices:
-        raise MeshConfigError(
-            f"mesh.slices={slices}, but the {len(devices)} devices are on {found} slice(s); "
-            f"set mesh.slices={found}"
+            f"mesh.slices={slices}, but the {len(devices)} {devices[0].platform} devices are on "
+            f"{found} slice(s) and {processes} process(es); set mesh.slices={found}{other}"
         )
     return mesh_utils.create_hybrid_device_mesh(
-        (data // slices, fsdp), (slices, 1), devices, process_is_granule=key is None
+        (data // slices, fsdp), (slices, 1), devices, process_is_granule=by_process
     )
 
 

@@ -134,22 +134,27 @@ def test_two_slices_split_the_data_axis_and_keep_fsdp_inside_a_slice():
     grid = sharding.device_grid(config(fsdp=4, slices=2), devices)
     assert grid.shape == (2, 4)
     np.testing.assert_array_equal(_slice_of(grid), [[0] * 4, [1] * 4])  # fsdp never crosses
-    # devices without slice_index (GPU, CPU): each process is one slice
-    no_slices = [FakeDevice(d.id, d.process_index % 2, None) for d in devices]
-    grid = sharding.device_grid(config(fsdp=2, slices=2), no_slices)
-    np.testing.assert_array_equal(_process_of(grid), [[0, 0], [0, 0], [1, 1], [1, 1]])
+    # GPU/CPU devices without slices (no slice_index, or all on slice 0, as in a multi-process
+    # CPU run): each process is one slice
+    for index in (None, 0):
+        one_slice = [FakeDevice(d.id, d.process_index % 2, index) for d in devices]
+        grid = sharding.device_grid(config(fsdp=2, slices=2), one_slice)
+        np.testing.assert_array_equal(_process_of(grid), [[0, 0], [0, 0], [1, 1], [1, 1]])
 
 
 def test_slice_settings_that_cannot_work_say_what_to_change():
     devices = [FakeDevice(i, i // 2, i // 4) for i in range(8)]
     with pytest.raises(sharding.MeshConfigError, match="span 2 slices; set mesh.slices=2"):
         sharding.device_grid(config(), devices)
-    with pytest.raises(sharding.MeshConfigError, match="on 2 slice.s.; set mesh.slices=2"):
-        sharding.device_grid(config(slices=4), devices)
+    with pytest.raises(sharding.MeshConfigError, match="on 2 slice.s. and 4 process.es.; set "):
+        sharding.device_grid(config(slices=8), devices)
+    tpus = [dataclasses.replace(d, platform="tpu", slice_index=0) for d in devices]
+    with pytest.raises(sharding.MeshConfigError, match=r"4 process.es.; set mesh.slices=1$"):
+        sharding.device_grid(config(slices=4), tpus)  # TPU slices are never guessed
     with pytest.raises(sharding.MeshConfigError, match="mesh.slices=2 must divide the data axis"):
         sharding.device_grid(config(fsdp=8, slices=2), devices)
     with pytest.raises(sharding.MeshConfigError, match="mesh.slices must be >= 1"):
         sharding.device_grid(config(slices=0), devices)
-    # the 8 simulated CPU devices: no slice_index and one process
-    with pytest.raises(sharding.MeshConfigError, match="have no slice_index and belong to 1 proc"):
+    # the 8 simulated CPU devices: one slice and one process
+    with pytest.raises(sharding.MeshConfigError, match=r"set mesh.slices=1 \(or run one process"):
         sharding.make_mesh(config(slices=2), jax.devices()[:8])
