@@ -8,12 +8,16 @@ to process i). Each point is a single, deterministic place in the training loop:
                        temporary directory, which is not yet renamed (committed)
     kill_after_save@N  SIGKILL right after checkpoint N is committed (before old ones are pruned)
     kill_in_eval@N     SIGKILL after the first eval batch of the evaluation at step N
+    sigterm_in_step@N  SIGTERM (a preemption notice) right after step N is dispatched
+    sigterm_in_eval@N  SIGTERM after the first eval batch of the evaluation at step N
     nan@N              the batch of step N gets NaN images (so loss and gradients are NaN)
     save_error@N       writing checkpoint N fails with OSError(ENOSPC) ("disk full") just
                        before its commit
 
 A kill is a real `SIGKILL` of the process by itself: nothing runs after it (no `finally`, no
-atexit, no flush), exactly as when the OOM killer or a scheduler kills the job.
+atexit, no flush), exactly as when the OOM killer or a scheduler kills the job. A notice is a
+real `SIGTERM` to itself, caught by whatever handler is installed (Python's or JAX's
+preemption service), at an exactly known step.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ import signal
 import sys
 
 ENV = "AFC_JAX_FAULT"
-POINTS = ("kill_in_step", "kill_in_save", "kill_after_save", "kill_in_eval", "nan", "save_error")
+POINTS = (
+    "kill_in_step",
+    "kill_in_save",
+    "kill_after_save",
+    "kill_in_eval",
+    "sigterm_in_step",
+    "sigterm_in_eval",
+    "nan",
+    "save_error",
+)
 
 
 @functools.cache
@@ -65,6 +78,13 @@ def maybe_kill(point: str, step: int) -> None:
     if active(point, step):
         print(f"[fault injection] SIGKILL at {point}@{step}", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_signal(point: str, step: int) -> None:
+    """`sigterm_in_*@step`: a real SIGTERM to this process (a preemption notice)."""
+    if active(point, step):
+        print(f"[fault injection] SIGTERM at {point}@{step}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def maybe_poison(step: int, batch: dict) -> dict:

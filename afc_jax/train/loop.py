@@ -11,8 +11,9 @@
 - periodic asynchronous checkpoints, keep-N, and a final checkpoint.
 
 Faults (see README "Reliability"): SIGKILL anywhere loses at most the steps since the last
-checkpoint and the resumed run is bitwise identical; SIGTERM writes a checkpoint at a step all
-processes agree on and raises `Preempted` (exit 75); corrupt checkpoints are skipped; a
+checkpoint and the resumed run is bitwise identical; SIGTERM writes a checkpoint at the next
+step all processes agree on, starting or finishing no evaluation, and raises `Preempted` (exit
+75; afc_jax/train/stopping.py); corrupt checkpoints are skipped; a
 non-finite loss or gradient never updates the state and either stops the run
 (`NonFiniteError`, exit 3) or is skipped and counted (`config.nonfinite`); a watchdog ends a run
 that makes no progress for `config.watchdog_timeout_s` (exit 4).
@@ -20,11 +21,12 @@ that makes no progress for `config.watchdog_timeout_s` (exit 4).
 
 from __future__ import annotations
 
-import faulthandler
+import collections
+import dataclasses
 import os
 import sys
-import threading
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,11 +39,11 @@ from afc_jax.train import workdir as workdirs
 from afc_jax.train.logging import MetricWriter, Progress, log
 from afc_jax.train.programs import build_programs
 from afc_jax.train.state import TrainState
+from afc_jax.train.stopping import WATCHDOG_EXIT_CODE, PreemptionWatcher, Watchdog
 
 # Exit codes of train.py, so that schedulers can tell "retry" from "fix something".
 CONFIG_EXIT_CODE = 2  # ConfigError / DataError / DatasetNotFoundError / CheckpointMismatchError
 NONFINITE_EXIT_CODE = 3  # NonFiniteError: retrying would hit the same batch again
-WATCHDOG_EXIT_CODE = 4  # no progress for watchdog_timeout_s: a host or device hung; retry
 CHECKPOINT_EXIT_CODE = 74  # EX_IOERR: a checkpoint could not be written (disk full?); retry
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again", distinct from crashes (1) and usage (2)
 NONFINITE_POLICIES = ("stop", "skip")
@@ -70,102 +72,6 @@ class NonFiniteError(FloatingPointError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
-
-
-class _PreemptionWatcher:
-    """Turns SIGTERM into a stop at a step boundary that every process agrees on.
-
-    One process: a Python SIGTERM handler sets a flag. Several: JAX's preemption sync manager
-    (it catches SIGTERM itself, tells every process, and `reached_preemption_sync_point` turns
-    True on all of them at the same step, without a device collective); without it, an
-    allgather of the flags.
-    """
-
-    def __init__(self):
-        import signal
-
-        self.flag = False
-        self._previous = None
-        self._sync = None
-        if jax.process_count() > 1:
-            from jax._src import distributed
-
-            self._sync = getattr(distributed.global_state, "preemption_sync_manager", None)
-        if self._sync is not None:
-            return  # its SIGTERM handler must stay in place
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
-        except ValueError:  # not the main thread (e.g. inside a notebook worker)
-            self._previous = None
-
-    def _handler(self, signum, frame):
-        del signum, frame
-        self.flag = True
-
-    def should_stop(self, step: int) -> bool:
-        """Call once per step, on every process, with the same (increasing) step."""
-        if self._sync is not None:
-            from jax.experimental import multihost_utils
-
-            return bool(multihost_utils.reached_preemption_sync_point(int(step)))
-        if jax.process_count() == 1:
-            return self.flag
-        from jax.experimental import multihost_utils
-
-        flags = multihost_utils.process_allgather(np.asarray(self.flag, np.int32))
-        return bool(np.any(flags))
-
-    def close(self):
-        import signal
-
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-class Watchdog:
-    """Ends the process when `progress()` is not called for `timeout_s` seconds.
-
-    A hung collective (a host died without closing its sockets, a wedged accelerator or
-    filesystem) otherwise blocks forever. Armed by the first `progress()` (so compilation is not
-    timed); 0 disables it. The default action prints what was last reported, dumps every
-    thread's stack to stderr and exits with WATCHDOG_EXIT_CODE (no cleanup: it is hung).
-    """
-
-    def __init__(self, timeout_s: float, on_timeout=None, poll_s: float | None = None):
-        self.timeout_s = float(timeout_s or 0)
-        self._on_timeout = on_timeout or self._exit
-        self._last = None
-        self._what = "start"
-        self._stop = threading.Event()
-        self._poll = poll_s or max(0.05, min(self.timeout_s / 4, 10.0))
-        if self.timeout_s > 0:
-            threading.Thread(target=self._run, name="afc-watchdog", daemon=True).start()
-
-    def progress(self, what: str) -> None:
-        self._what = what
-        self._last = time.monotonic()
-
-    def _run(self):
-        while not self._stop.wait(self._poll):
-            if self._last is not None and time.monotonic() - self._last > self.timeout_s:
-                self._on_timeout(time.monotonic() - self._last, self._what)
-                return
-
-    def _exit(self, idle: float, what: str) -> None:
-        print(
-            f"error: process {jax.process_index()}: no progress for {idle:.0f}s after {what} "
-            f"(watchdog_timeout_s={self.timeout_s:g}); a host, device or filesystem is hung, or "
-            "another process died. Exiting; run the same command again to resume from the "
-            "newest checkpoint. Stacks of all threads follow.",
-            file=sys.stderr,
-            flush=True,
-        )
-        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-        sys.stderr.flush()
-        os._exit(WATCHDOG_EXIT_CODE)
-
-    def close(self) -> None:
-        self._stop.set()
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -222,8 +128,14 @@ def _save_config(config, workdir: str) -> None:
     workdirs.write_text(os.path.join(workdir, "config.json"), text)
 
 
-def evaluate(eval_step, params, eval_batches, mesh, *, watchdog=None, step=None) -> dict:
-    """Top-1/top-5/loss over every real example of `eval_batches` (a re-iterable)."""
+def evaluate(
+    eval_step, params, eval_batches, mesh, *, watchdog=None, watcher=None, step=None
+) -> dict | None:
+    """Top-1/top-5/loss over every real example of `eval_batches` (a re-iterable).
+
+    With a `watcher` (PreemptionWatcher), every batch is an agreement point: None when a
+    preemption notice stops the evaluation part-way (on every process at the same batch).
+    """
     totals = None
     for i, local in enumerate(eval_batches):
         batch = sharding.global_batch(local, mesh)
@@ -233,6 +145,9 @@ def evaluate(eval_step, params, eval_batches, mesh, *, watchdog=None, step=None)
             watchdog.progress(f"eval batch {i + 1} at step {step}")
         if i == 0 and step is not None:
             faults.maybe_kill("kill_in_eval", step)
+            faults.maybe_signal("sigterm_in_eval", step)
+        if watcher is not None and watcher.should_stop(step):
+            return None
     totals = jax.device_get(totals)
     n = max(float(totals["count"]), 1.0)
     skipped = getattr(getattr(eval_batches, "skipped", None), "count", 0)
@@ -287,8 +202,21 @@ def _dump_batch(config, workdir: str, step: int, metrics: dict) -> str | None:
         return None
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains (resuming if possible) and returns the last evaluation's metrics."""
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What every phase of a run reads: configuration, sizes, random keys, programs."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    steps_per_epoch: int
+    total_steps: int
+    programs: Any  # afc_jax.train.programs.Programs: model, mesh, shardings, steps
+    init_rng: jax.Array
+    step_rng: jax.Array
+
+
+def _prepare(config: ml_collections.ConfigDict, workdir: str) -> _Run:
+    """Checks everything that needs no compilation, then builds (not compiles) the programs."""
     workdir = workdirs.resolve(workdir)  # absolute, or a gs:// URL kept as it is
     devices = jax.devices()
     validate(config, len(devices), jax.process_count())
@@ -300,203 +228,295 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ConfigError(
             f"batch_size={config.batch_size} exceeds the {info.num_train} training examples"
         )
-    total_steps = int(config.num_epochs * steps_per_epoch)
-    # Model, mesh, optimizer, shardings and steps: the same builder as benchmarks.tpu_compile.
-    programs = build_programs(config, devices, info.num_classes, steps_per_epoch)
-    mesh = programs.mesh
-    policy = config.get("nonfinite", "stop")
+    try:
+        # Model, mesh, optimizer, shardings and steps: the same builder as benchmarks.tpu_compile.
+        programs = build_programs(config, devices, info.num_classes, steps_per_epoch)
+    except sharding.MeshConfigError as exc:  # e.g. mesh.slices against the devices' slices
+        raise ConfigError(str(exc)) from exc
+    init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    return _Run(
+        config=config,
+        workdir=workdir,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=int(config.num_epochs * steps_per_epoch),
+        programs=programs,
+        init_rng=init_rng,
+        step_rng=step_rng,
+    )
 
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, step_rng = jax.random.split(rng)
-    abstract, state_sh = programs.abstract_state, programs.state_shardings
 
-    watcher = _PreemptionWatcher()  # before the slow parts: a notice during them is not lost
+def _restore_or_init(run: _Run, checkpoints) -> tuple[TrainState, int, Any, Any, Any]:
+    """(state, start step, train iterator, its first batch or None, eval batches).
+
+    The newest good checkpoint's state, or a new one; the data positioned at its step. The
+    first batch is read before anything is compiled, so bad labels fail early.
+    """
+    config, programs = run.config, run.programs
+    abstract = checkpointing.abstract_with_shardings(
+        programs.abstract_state, programs.state_shardings
+    )
+    try:
+        state, restored_step = checkpoints.restore_latest(abstract)
+    except checkpointing.CheckpointMismatchError as exc:
+        raise ConfigError(str(exc)) from exc
+    start_step = 0 if state is None else int(jax.device_get(state.step))
+    where = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    train_iter = data.create_train_iterator(config, start_step=start_step, **where)
+    first_batch = next(train_iter) if start_step < run.total_steps else None
+    # Built once; iterating it again starts a fresh pass over the eval split.
+    eval_batches = data.create_eval_iterator(config, **where)
+    if state is None:
+        state = programs.init_state(run.init_rng)
+        log(f"{config.model.name}: new run in {run.workdir}")
+    else:
+        log(f"{config.model.name}: resumed from step {restored_step} in {run.workdir}")
+    _save_config(config, run.workdir)
+    leaves = jax.tree_util.tree_leaves(programs.abstract_state.params)
+    log(
+        f"{sum(int(np.prod(p.shape)) for p in leaves):,} parameters; mesh "
+        f"{dict(programs.mesh.shape)}; {jax.process_count()} process(es); "
+        f"{run.steps_per_epoch} steps/epoch, {run.total_steps} steps, global batch "
+        f"{config.batch_size}"
+    )
+    from afc_jax.train.optimizer import describe_run  # the effective recipe values
+
+    log(describe_run(config, run.steps_per_epoch))
+    return state, start_step, train_iter, first_batch, eval_batches
+
+
+class _StepMetrics:
+    """The device metrics of dispatched steps, fetched in batches; the non-finite policy.
+
+    Fetching is deferred (at log lines, evaluations and checkpoints) so the host does not wait
+    for every step; a non-finite step is acted on when fetched, before any save or evaluation.
+    """
+
+    def __init__(self, run: _Run, checkpoints, skipped_updates: int):
+        self.run, self.checkpoints = run, checkpoints
+        self.policy = run.config.get("nonfinite", "stop")
+        self.pending: list = []  # (step, device metrics) not yet fetched
+        self.rows: list = []  # host metrics since the last progress line
+        self.skipped_updates = skipped_updates
+
+    def add(self, step: int, metrics) -> None:
+        self.pending.append((step, metrics))
+
+    def drain(self) -> None:
+        """Fetches pending metrics; raises NonFiniteError or counts a skipped update."""
+        if not self.pending:
+            return
+        steps = [s for s, _ in self.pending]
+        fetched = jax.device_get([m for _, m in self.pending])
+        self.pending = []
+        for s, m in zip(steps, fetched):
+            if not bool(m["finite"]):
+                self._nonfinite(s, m)
+            self.rows.append(m)
+
+    def _nonfinite(self, step: int, metrics: dict) -> None:
+        run = self.run
+        where = _where(step, metrics, run.steps_per_epoch)
+        if self.policy == "stop":
+            dump = _dump_batch(run.config, run.workdir, step, metrics)
+            latest = self.checkpoints.committed_steps()
+            kept = (
+                f"checkpoint {latest[-1]} (the newest, written before it) is good and kept"
+                if latest
+                else "no checkpoint had been written yet"
+            )
+            saved = f" The batch is in {dump}." if dump else ""
+            raise NonFiniteError(
+                f"non-finite loss or gradient at {where}. The update was not applied; "
+                f"{kept} in {run.workdir}/checkpoints.{saved}"
+                " Resuming would meet the same batch again (the data order is "
+                "deterministic): lower optim.base_lr, set optim.grad_clip_norm, fix "
+                "the data, or set nonfinite='skip' to skip such updates.",
+                step,
+            )
+        self.skipped_updates += 1
+        log(
+            f"warning: skipped the update of {where}: nonfinite='skip' "
+            f"({self.skipped_updates} skipped so far)"
+        )
+
+    def take_rows(self) -> list:
+        """The host metrics since the last call (drains first)."""
+        self.drain()
+        rows, self.rows = self.rows, []
+        return rows
+
+
+# A notice is acted on at host step boundaries; the host may dispatch at most this many steps
+# ahead of the devices, so a stop (or a hang seen by the watchdog) is never far behind.
+_MAX_STEPS_IN_FLIGHT = 2
+
+
+class _Trainer:
+    """The step loop, the evaluation and checkpoint schedule, and stopping on a notice."""
+
+    def __init__(self, run: _Run, checkpoints, watcher, watchdog):
+        self.run, self.checkpoints = run, checkpoints
+        self.watcher, self.watchdog = watcher, watchdog
+        (self.state, self.start_step, self.train_iter, self.first_batch, self.eval_batches) = (
+            _restore_or_init(run, checkpoints)
+        )
+        self.metrics = _StepMetrics(
+            run, checkpoints, int(jax.device_get(self.state.skipped_nonfinite))
+        )
+        self.writer = MetricWriter(run.workdir)
+        self.progress = Progress(self.start_step, run.total_steps, run.config.batch_size)
+        self.in_flight: collections.deque = collections.deque()
+        self.last_eval: dict = {}
+        self.t_compile = time.time()
+
+    def train(self) -> int:
+        """Runs the remaining steps; returns the last step (raises Preempted on a notice)."""
+        run, config, total = self.run, self.run.config, self.run.total_steps
+        eval_every = config.eval_every_steps or run.steps_per_epoch
+        step = self.start_step
+        self.t_compile = time.time()
+        if self.watcher.should_stop(step):
+            self._preempt(step)
+        while step < total:
+            step = self._step(step)
+            if self.watcher.should_stop(step):
+                self._preempt(step)
+            if step % config.log_every_steps == 0 or step == total:
+                self._log_progress(step)
+            if step % eval_every == 0 or step == total:
+                self._evaluate(step)
+            if step % config.checkpoint_every_steps == 0 and step < total:
+                self.metrics.drain()
+                self.watchdog.progress(f"step {step}, saving checkpoint {step}")
+                self.checkpoints.save(step, self.state)
+                self.watchdog.progress(f"checkpoint {step}")
+        self.metrics.drain()
+        if step not in self.checkpoints.committed_steps():
+            self.checkpoints.save(step, self.state)
+        if not self.last_eval:  # resumed a finished run: report its evaluation again
+            self._evaluate(step, write=False)
+        return step
+
+    def _step(self, step: int) -> int:
+        """Dispatches one train step (asynchronously); returns the new step count."""
+        local = self.first_batch if self.first_batch is not None else next(self.train_iter)
+        self.first_batch = None
+        batch = sharding.global_batch(faults.maybe_poison(step + 1, local), self.run.programs.mesh)
+        self.state, metrics = self.run.programs.train_step(self.state, batch, self.run.step_rng)
+        step += 1
+        faults.maybe_kill("kill_in_step", step)
+        faults.maybe_signal("sigterm_in_step", step)
+        self.metrics.add(step, metrics)
+        self.in_flight.append(metrics)
+        if len(self.in_flight) > _MAX_STEPS_IN_FLIGHT:
+            jax.block_until_ready(self.in_flight.popleft())
+        if step == self.start_step + 1:
+            jax.block_until_ready(metrics)
+            log(f"step {step}: first step compiled and ran in {time.time() - self.t_compile:.1f}s")
+        self.watchdog.progress(f"step {step}")
+        return step
+
+    def _log_progress(self, step: int) -> None:
+        rows = self.metrics.take_rows()
+        finite_losses = [float(m["loss"]) for m in rows if bool(m["finite"])]
+        loss = float(np.mean(finite_losses)) if finite_losses else float("nan")
+        text, rates = self.progress.line(step)
+        row = {"loss": loss, "lr": float(rows[-1]["lr"]), **rates}
+        row["grad_norm"] = float(rows[-1]["grad_norm"])
+        skipped_updates = self.metrics.skipped_updates
+        if skipped_updates:
+            row["skipped_updates"] = skipped_updates
+            text += f", {skipped_updates} non-finite update(s) skipped"
+        if self.train_iter.skipped.count:
+            row["skipped_images"] = self.train_iter.skipped.count
+            text += f", {self.train_iter.skipped.count} unreadable image(s) skipped"
+        self.writer.write(step, row)
+        log(f"step {step}/{self.run.total_steps}: loss {loss:.4f}, lr {row['lr']:.2e}, {text}")
+
+    def _evaluate(self, step: int, *, write: bool = True) -> None:
+        """Raw and EMA weights over the whole eval split; a notice part-way stops the run.
+
+        `write=False` (a finished run resumed) only keeps the result to return it."""
+        self.metrics.drain()
+        args = (self.run.programs.eval_step,)
+        kw = dict(watchdog=self.watchdog, watcher=self.watcher)
+        mesh = self.run.programs.mesh
+        raw = evaluate(*args, self.state.params, self.eval_batches, mesh, step=step, **kw)
+        if raw is not None:
+            ema = evaluate(*args, self.state.ema_params, self.eval_batches, mesh, **kw)
+        if raw is None or ema is None:
+            self._preempt(step, during="the evaluation")
+        row = {
+            "top1": raw["top1"],
+            "top5": raw["top5"],
+            "eval_loss": raw["loss"],
+            "ema_top1": ema["top1"],
+            "ema_top5": ema["top5"],
+            "eval_count": raw["count"],
+            "epoch": step / self.run.steps_per_epoch,
+        }
+        if raw["skipped"]:
+            row["eval_skipped_images"] = raw["skipped"]
+        self.last_eval = row
+        if not write:
+            return
+        self.writer.write(step, row)
+        skipped = f", {raw['skipped']} unreadable skipped" if raw["skipped"] else ""
+        log(
+            f"eval at step {step} (epoch {step / self.run.steps_per_epoch:.1f}, "
+            f"{raw['count']} examples{skipped}): top-1 {raw['top1']:.2f}%, top-5 "
+            f"{raw['top5']:.2f}%, EMA top-1 {ema['top1']:.2f}%"
+        )
+
+    def _preempt(self, step: int, during: str = "training") -> None:
+        """Saves `step` (every process agreed on it), skips any evaluation, raises Preempted."""
+        self.metrics.drain()  # a non-finite step is never saved
+        saved = self.checkpoints.save(step, self.state) if step > 0 else False
+        self.checkpoints.wait()
+        log(
+            f"preemption notice ({self.watcher.describe()}): stopping {during} at step {step}, "
+            "with no further evaluation"
+        )
+        raise Preempted(step, self.run.workdir, saved)
+
+
+def _close(failure, watcher, watchdog, checkpoints, trainer) -> None:
+    """Stops the helpers and waits for the last save, unless another process may be dead."""
+    watchdog.close()
+    watcher.close()
+    expected = (Preempted, NonFiniteError, ConfigError, KeyboardInterrupt)
+    # Another process may be dead: its barriers would only wait for it.
+    abandon = failure is not None and jax.process_count() > 1 and not isinstance(failure, expected)
+    try:
+        checkpoints.close(abandon=abandon)
+    except Exception as exc:
+        if failure is None:
+            raise
+        print(f"while stopping: {checkpointing._describe(exc)}", file=sys.stderr)
+    finally:
+        if trainer is not None:
+            trainer.writer.close()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains (resuming if possible) and returns the last evaluation's metrics."""
+    run = _prepare(config, workdir)
+    watcher = PreemptionWatcher()  # before the slow parts: a notice during them is not lost
     watchdog = Watchdog(config.get("watchdog_timeout_s", 0))
     checkpoints = checkpointing.TrainCheckpoints(
-        workdir, keep=config.checkpoint_keep, async_save=config.checkpoint_async, log=log
+        run.workdir, keep=config.checkpoint_keep, async_save=config.checkpoint_async, log=log
     )
-    writer = None
-    failure = None
-    last_eval: dict = {}
+    trainer = failure = None
     try:
-        try:
-            state, restored_step = checkpoints.restore_latest(
-                checkpointing.abstract_with_shardings(abstract, state_sh)
-            )
-        except checkpointing.CheckpointMismatchError as exc:
-            raise ConfigError(str(exc)) from exc
-        start_step = 0 if state is None else int(jax.device_get(state.step))
-
-        # The first batch is read before anything is compiled: bad labels fail here.
-        train_iter = data.create_train_iterator(
-            config,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            start_step=start_step,
-        )
-        first_batch = next(train_iter) if start_step < total_steps else None
-        # Built once; iterating it again starts a fresh pass over the eval split.
-        eval_batches = data.create_eval_iterator(
-            config, process_index=jax.process_index(), process_count=jax.process_count()
-        )
-        if state is None:
-            state = programs.init_state(init_rng)
-            log(f"{config.model.name}: new run in {workdir}")
-        else:
-            log(f"{config.model.name}: resumed from step {restored_step} in {workdir}")
-        _save_config(config, workdir)
-        n_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(abstract.params))
-        log(
-            f"{n_params:,} parameters; mesh {dict(mesh.shape)}; {jax.process_count()} "
-            f"process(es); {steps_per_epoch} steps/epoch, {total_steps} steps, global batch "
-            f"{config.batch_size}"
-        )
-        from afc_jax.train.optimizer import describe_run  # the effective recipe values
-
-        log(describe_run(config, steps_per_epoch))
-
-        train_step, eval_step = programs.train_step, programs.eval_step
-        eval_every = config.eval_every_steps or steps_per_epoch
-
-        def run_eval(step):
-            raw = evaluate(
-                eval_step, state.params, eval_batches, mesh, watchdog=watchdog, step=step
-            )
-            ema = evaluate(eval_step, state.ema_params, eval_batches, mesh, watchdog=watchdog)
-            row = {
-                "top1": raw["top1"],
-                "top5": raw["top5"],
-                "eval_loss": raw["loss"],
-                "ema_top1": ema["top1"],
-                "ema_top5": ema["top5"],
-                "eval_count": raw["count"],
-                "epoch": step / steps_per_epoch,
-            }
-            if raw["skipped"]:
-                row["eval_skipped_images"] = raw["skipped"]
-            return row
-
-        writer = MetricWriter(workdir)
-        progress = Progress(start_step, total_steps, config.batch_size)
-        pending: list = []  # (step, device metrics) not yet fetched
-        rows: list = []  # host metrics since the last progress line
-        skipped_updates = int(jax.device_get(state.skipped_nonfinite))
-
-        def drain():
-            """Fetches pending metrics; acts on non-finite steps (before any save or eval)."""
-            nonlocal pending, skipped_updates
-            if not pending:
-                return
-            fetched = jax.device_get([m for _, m in pending])
-            steps = [s for s, _ in pending]
-            pending = []
-            for s, m in zip(steps, fetched):
-                if not bool(m["finite"]):
-                    where = _where(s, m, steps_per_epoch)
-                    if policy == "stop":
-                        dump = _dump_batch(config, workdir, s, m)
-                        latest = checkpoints.committed_steps()
-                        kept = (
-                            f"checkpoint {latest[-1]} (the newest, written before it) is good and "
-                            "kept"
-                            if latest
-                            else "no checkpoint had been written yet"
-                        )
-                        saved = f" The batch is in {dump}." if dump else ""
-                        raise NonFiniteError(
-                            f"non-finite loss or gradient at {where}. The update was not applied; "
-                            f"{kept} in {workdir}/checkpoints.{saved}"
-                            " Resuming would meet the same batch again (the data order is "
-                            "deterministic): lower optim.base_lr, set optim.grad_clip_norm, fix "
-                            "the data, or set nonfinite='skip' to skip such updates.",
-                            s,
-                        )
-                    skipped_updates += 1
-                    log(
-                        f"warning: skipped the update of {where}: nonfinite='skip' "
-                        f"({skipped_updates} skipped so far)"
-                    )
-                rows.append(m)
-
-        t_compile = time.time()
-        step = start_step
-        while step < total_steps:
-            if watcher.should_stop(step):
-                drain()
-                saved = checkpoints.save(step, state) if step > 0 else False
-                checkpoints.wait()
-                raise Preempted(step, workdir, saved)
-            local = first_batch if first_batch is not None else next(train_iter)
-            first_batch = None
-            batch = sharding.global_batch(faults.maybe_poison(step + 1, local), mesh)
-            state, metrics = train_step(state, batch, step_rng)
-            step += 1
-            faults.maybe_kill("kill_in_step", step)
-            pending.append((step, metrics))
-            if step == start_step + 1:
-                jax.block_until_ready(metrics)
-                log(f"step {step}: first step compiled and ran in {time.time() - t_compile:.1f}s")
-            watchdog.progress(f"step {step}")
-            if step % config.log_every_steps == 0 or step == total_steps:
-                drain()
-                finite_losses = [float(m["loss"]) for m in rows if bool(m["finite"])]
-                loss = float(np.mean(finite_losses)) if finite_losses else float("nan")
-                text, rates = progress.line(step)
-                row = {"loss": loss, "lr": float(rows[-1]["lr"]), **rates}
-                row["grad_norm"] = float(rows[-1]["grad_norm"])
-                if skipped_updates:
-                    row["skipped_updates"] = skipped_updates
-                    text += f", {skipped_updates} non-finite update(s) skipped"
-                if train_iter.skipped.count:
-                    row["skipped_images"] = train_iter.skipped.count
-                    text += f", {train_iter.skipped.count} unreadable image(s) skipped"
-                rows = []
-                writer.write(step, row)
-                log(f"step {step}/{total_steps}: loss {loss:.4f}, lr {row['lr']:.2e}, {text}")
-            if step % eval_every == 0 or step == total_steps:
-                drain()
-                last_eval = run_eval(step)
-                writer.write(step, last_eval)
-                skipped = last_eval.get("eval_skipped_images", 0)
-                log(
-                    f"eval at step {step} (epoch {step / steps_per_epoch:.1f}, "
-                    f"{last_eval['eval_count']} examples"
-                    f"{f', {skipped} unreadable skipped' if skipped else ''}): top-1 "
-                    f"{last_eval['top1']:.2f}%, top-5 {last_eval['top5']:.2f}%, EMA top-1 "
-                    f"{last_eval['ema_top1']:.2f}%"
-                )
-            if step % config.checkpoint_every_steps == 0 and step < total_steps:
-                drain()
-                watchdog.progress(f"step {step}, saving checkpoint {step}")
-                checkpoints.save(step, state)
-                watchdog.progress(f"checkpoint {step}")
-        drain()
-        if step not in checkpoints.committed_steps():
-            checkpoints.save(step, state)
-        if not last_eval:  # resumed a finished run: report its evaluation again
-            last_eval = run_eval(step)
+        trainer = _Trainer(run, checkpoints, watcher, watchdog)
+        step = trainer.train()
     except BaseException as exc:
         failure = exc
         raise
     finally:
-        watchdog.close()
-        watcher.close()
-        expected = (Preempted, NonFiniteError, ConfigError, KeyboardInterrupt)
-        # Another process may be dead: its barriers would only wait for it.
-        abandon = (
-            failure is not None and jax.process_count() > 1 and not isinstance(failure, expected)
-        )
-        try:
-            checkpoints.close(abandon=abandon)
-        except Exception as exc:
-            if failure is None:
-                raise
-            print(f"while stopping: {checkpointing._describe(exc)}", file=sys.stderr)
-        finally:
-            if writer is not None:
-                writer.close()
-    log(f"done: checkpoints in {workdir}/checkpoints, metrics in {workdir}/metrics.jsonl")
-    return {"step": step, **last_eval}
+        _close(failure, watcher, watchdog, checkpoints, trainer)
+    log(f"done: checkpoints in {run.workdir}/checkpoints, metrics in {run.workdir}/metrics.jsonl")
+    return {"step": step, **trainer.last_eval}
 
 
 __all__ = [

@@ -178,7 +178,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_two_processes(workdir, data_dir, *extra) -> list[Started]:
+def start_two_processes(workdir, data_dir, *extra, fault=None) -> list[Started]:
     """The reference command as a 2-process run on 127.0.0.1 (process 0 is the coordinator)."""
     port = free_port()
     return [
@@ -189,6 +189,7 @@ def start_two_processes(workdir, data_dir, *extra) -> list[Started]:
             "--num_processes=2",
             f"--process_id={i}",
             *extra,
+            fault=fault,
         )
         for i in range(2)
     ]
