@@ -191,7 +191,7 @@ def compile_for_topology(
         compiled = lowered.compile()
         report[name] = _stats(compiled, chip, time.perf_counter() - t0)
         text = compiled.as_text()
-        report[name]["fft_dtypes"] = fft_dtypes(text)
+        report[name]["fft"] = fft_dtypes(lowered.as_text(), text)
         if keep_hlo:
             hlo[name] = text
         log(f"{config.model.name} {name} on {topology}: compiled in {report[name]['compile_s']}s")
@@ -200,17 +200,39 @@ def compile_for_topology(
     return report
 
 
-_FFT = re.compile(r"=\s*(\w+)\[[^\]]*\][^=]*?\sfft\(")
+_STABLEHLO_FFT = re.compile(r"stablehlo\.fft .*?:\s*\((.*)\)\s*->\s*(.*)$")
+_TENSOR_TYPE = re.compile(r"tensor<(?:[\d?]+x)*([a-z0-9]+(?:<[a-z0-9]+>)?)>")
+_PRODUCT = re.compile(r"=\s*(\w+)\[[^\]]*\]\S*\s+(dot|convolution)\(")
+_PRECISION = re.compile(r"operand_precision=\{([^}]*)\}")
 
 
-def fft_dtypes(hlo_text: str) -> dict[str, int]:
-    """{result element type: count} of the FFT instructions in an (optimized) HLO module text."""
-    out: dict[str, int] = {}
-    for line in hlo_text.splitlines():
-        m = _FFT.search(line)
+def fft_dtypes(lowered_text: str, compiled_text: str) -> dict[str, dict[str, int]]:
+    """How the program's FFTs compute, from both ends of the compiler.
+
+    "lowered": {"<operand type> -> <result type>": count} of the `stablehlo.fft` ops the
+    program asks for (what jax emitted: complex64 / float32 when the filters run in float32).
+    "compiled": the TPU compiler rewrites FFTs into DFT products (dots / convolutions, their
+    metadata still names `jit(fft)`); {"<result type> precision=<operand precisions>": count}
+    of those products, so float32 at "highest" means the FFTs kept float32 accuracy.
+    """
+    lowered: dict[str, int] = {}
+    for line in lowered_text.splitlines():
+        m = _STABLEHLO_FFT.search(line)
         if m:
-            out[m.group(1)] = out.get(m.group(1), 0) + 1
-    return out
+            ins = _TENSOR_TYPE.findall(m.group(1))
+            outs = _TENSOR_TYPE.findall(m.group(2))
+            key = f"{','.join(ins)} -> {','.join(outs)}"
+            lowered[key] = lowered.get(key, 0) + 1
+    compiled: dict[str, int] = {}
+    for line in compiled_text.splitlines():
+        if "jit(fft)" not in line:
+            continue
+        m = _PRODUCT.search(line)
+        if m:
+            p = _PRECISION.search(line)
+            key = f"{m.group(1)} precision={p.group(1) if p else 'default'}"
+            compiled[key] = compiled.get(key, 0) + 1
+    return {"lowered": lowered, "compiled": compiled}
 
 
 _BYTES = {
