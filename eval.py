@@ -37,9 +37,41 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.ini
 flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
 
 
+def _known_errors() -> tuple[type[Exception], ...]:
+    """Mistakes in the flags, config, checkpoints or data: one line and exit code 2 (anything
+    else is a bug and keeps its traceback)."""
+    from afc_jax import checkpoints, data, evaluation, models, parallel
+
+    return (
+        evaluation.EvalConfigError,
+        evaluation.CheckpointSpecError,
+        evaluation.ModelMismatchError,
+        models.ModelConfigError,
+        parallel.MeshConfigError,
+        checkpoints.CheckpointCorruptError,
+        checkpoints.CheckpointFormatError,
+        checkpoints.CheckpointNotFoundError,
+        checkpoints.NoTrainingCheckpointError,
+        checkpoints.StateDictMismatchError,
+        data.DataError,
+        data.DatasetNotFoundError,
+    )
+
+
+def _print_summary(report) -> None:
+    from afc_jax.evaluation import reporting
+
+    print()
+    print(reporting.table_text(report))
+    for line in reporting.invariance_lines(report):
+        print(line)
+    print(f"wrote {', '.join(sorted(report['files'].values()))}")
+
+
 def main(argv):
     del argv
     cli.quiet_logs(verbose=cli.verbosity_requested())  # -v 0 brings INFO lines back
+    cli.show_progress_logs()  # per-checkpoint progress (tqdm bars go to stderr)
     cli.initialize_distributed(
         coordinator_address=_COORDINATOR.value,
         num_processes=_NUM_PROCESSES.value,
@@ -47,19 +79,21 @@ def main(argv):
         distributed=_DISTRIBUTED.value,
     )
 
-    from afc_jax.data import DatasetNotFoundError
+    import jax
+
     from afc_jax.evaluation import run_shift_robustness
-    from afc_jax.evaluation.loading import CheckpointSpecError
 
     config = _CONFIG.value
     if _WEIGHTS.value:
         with config.unlocked():
             config.eval.weights = _WEIGHTS.value
     try:
-        run_shift_robustness(config, list(_CHECKPOINTS.value), _WORKDIR.value)
-    except (DatasetNotFoundError, CheckpointSpecError, FileNotFoundError, ValueError) as exc:
+        report = run_shift_robustness(config, list(_CHECKPOINTS.value), _WORKDIR.value)
+    except _known_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if jax.process_index() == 0:
+        _print_summary(report)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
   notices of TensorFlow, TFDS and orbax. Call it before TensorFlow is imported. absl's own
   `--verbosity` flag (`-v 0` for INFO, `-v 1` for debug) turns the filtering off.
 - `initialize_distributed`: `jax.distributed.initialize` from the multi-host flags.
+- `show_progress_logs`: afc-jax's own INFO lines (e.g. evaluation's per-checkpoint progress)
+  on the console as plain messages, however quiet the third-party libraries are.
 
 Library code logs through `logging`/absl and never prints; entry points print.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 from absl import logging as absl_logging
@@ -58,6 +61,40 @@ def quiet_logs(verbose: bool = False) -> None:
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()  # ours (training lines, tqdm in evaluation) stay
+
+
+class _PlainMessages(logging.Formatter):
+    """INFO lines as the bare message; warnings and errors prefixed with their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return message
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """The handler `show_progress_logs` installs (once) on the `afc_jax` logger."""
+
+
+def show_progress_logs(stream=None) -> logging.Handler:
+    """Shows the `afc_jax` loggers' INFO and above on `stream` (default stdout), plain.
+
+    Library code logs progress at INFO through module loggers (`logging.getLogger(__name__)`)
+    and never prints; entry points call this after `quiet_logs`, whose WARNING verbosity is
+    for third-party libraries. The records do not also go to absl's handler (which would
+    print them a second time, with its prefix). Calling it again changes nothing.
+    """
+    logger = logging.getLogger("afc_jax")
+    for handler in logger.handlers:
+        if isinstance(handler, _ConsoleHandler):
+            return handler
+    handler = _ConsoleHandler(stream if stream is not None else sys.stdout)
+    handler.setFormatter(_PlainMessages())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return handler
 
 
 def verbosity_requested() -> bool:

@@ -30,6 +30,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS
 def main(argv) -> int:
     del argv
     cli.quiet_logs(verbose=cli.verbosity_requested())
+    cli.show_progress_logs()  # evaluation's per-checkpoint lines
     args = flags.FLAGS
 
     from afc_jax.train import train_and_evaluate
@@ -65,7 +66,7 @@ def main(argv) -> int:
 def shift_robustness(args, workdirs) -> dict:
     """The paper's shift-robustness table for the trained models (EMA weights), on the whole
     digits test set, plus heat maps and equivariance plots in <workdir>/shift_robustness."""
-    from afc_jax.evaluation import run_shift_robustness, with_eval_config
+    from afc_jax.evaluation import reporting, run_shift_robustness, with_eval_config
     from configs import digits
 
     config = with_eval_config(digits.get_config())  # each run's config.json names its model
@@ -91,7 +92,9 @@ def shift_robustness(args, workdirs) -> dict:
     print(f"\n=== shift robustness (certified accuracy, %) -> {out}")
     labelled = [f"{os.path.basename(w.rstrip(os.sep))}={w}" for w in workdirs]
     report = run_shift_robustness(config, labelled, out)
-    print(f"(evaluated in {time.time() - t0:.0f}s)")
+    print()
+    print(reporting.table_text(report))
+    print(f"(evaluated in {time.time() - t0:.0f}s; tables and plots in {out})")
     for name, entry in report["checkpoints"].items():
         keys = ("accuracy", "integer_grid", "half_pixel_grid", "fractional_grid")
         cols = [entry[k] for k in keys]

@@ -28,6 +28,7 @@ from afc_jax.checkpoints.torch_reader import (
 )
 from afc_jax.checkpoints.training_state import (
     CheckpointCorruptError,
+    NoTrainingCheckpointError,
     read_training_state,
     training_steps,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "CheckpointCorruptError",
     "CheckpointFormatError",
     "CheckpointNotFoundError",
+    "NoTrainingCheckpointError",
     "StateDictMismatchError",
     "UnsafeCheckpointError",
     "from_torch_state_dict",

@@ -26,6 +26,10 @@ class CheckpointCorruptError(RuntimeError):
     """A checkpoint cannot be read or fails its integrity check."""
 
 
+class NoTrainingCheckpointError(FileNotFoundError):
+    """The checkpoint directory holds no committed checkpoint (or not the step asked for)."""
+
+
 # ----------------------------------------------------------------------------- checksums
 
 
@@ -160,13 +164,17 @@ def read_training_state(directory, step: int | None = None, *, verify_checksums:
     host arrays, with no model or mesh needed.
 
     Verifies the checksums recorded at save time (CheckpointCorruptError on a mismatch);
-    FileNotFoundError when the directory holds no checkpoint.
+    NoTrainingCheckpointError (a FileNotFoundError) when the directory holds no checkpoint
+    or not that step.
     """
     manager = read_only_manager(directory)
     try:
         step = manager.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {directory}")
+            raise NoTrainingCheckpointError(f"no checkpoint in {directory}")
+        steps = sorted(manager.all_steps())
+        if step not in steps:
+            raise NoTrainingCheckpointError(f"no checkpoint {step} in {directory} (has {steps})")
         state = manager.restore(step, args=ocp.args.StandardRestore())
         if verify_checksums:
             custom = manager.metadata(step).custom_metadata or {}

@@ -10,9 +10,17 @@ feature_equivariance. Any `apply_fn(images) -> logits` works as well as a Flax m
     out = evaluation.evaluate(apply_fn, batches, evaluation.build_protocols(eval_cfg, 32))
 """
 
+from afc_jax.evaluation.builders import PROTOCOL_BUILDERS, build_protocols
 from afc_jax.evaluation.certified import CertifiedShift
 from afc_jax.evaluation.equivariance import FeatureEquivariance
-from afc_jax.evaluation.loading import LoadedCheckpoint, load_checkpoint, parse_spec, resolve
+from afc_jax.evaluation.loading import (
+    CheckpointSpecError,
+    LoadedCheckpoint,
+    ModelMismatchError,
+    load_checkpoint,
+    parse_spec,
+    resolve,
+)
 from afc_jax.evaluation.protocols import (
     Accuracy,
     Batch,
@@ -29,13 +37,13 @@ from afc_jax.evaluation.protocols import (
     model_classifier,
 )
 from afc_jax.evaluation.reporting import JSON_FILE, MARKDOWN_FILE
-from afc_jax.evaluation.runner import (
-    PROTOCOL_BUILDERS,
-    build_protocols,
-    evaluate,
-    run_shift_robustness,
+from afc_jax.evaluation.runner import evaluate, run_shift_robustness
+from afc_jax.evaluation.settings import (
+    PROTOCOL_NAMES,
+    EvalConfigError,
+    eval_config,
+    with_eval_config,
 )
-from afc_jax.evaluation.settings import PROTOCOL_NAMES, eval_config, with_eval_config
 
 __all__ = [
     "JSON_FILE",
@@ -45,10 +53,13 @@ __all__ = [
     "Accuracy",
     "Batch",
     "CertifiedShift",
+    "CheckpointSpecError",
     "Classifier",
     "Engine",
+    "EvalConfigError",
     "FeatureEquivariance",
     "LoadedCheckpoint",
+    "ModelMismatchError",
     "Protocol",
     "RandomShift",
     "as_classifier",

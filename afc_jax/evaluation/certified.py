@@ -107,6 +107,22 @@ class CertifiedShift(Protocol):
 
     def setup(self, engine):
         super().setup(engine)
+        self._reset_counts()
+        kind, margin, method = self.kind, self.crop_margin, self.resize_method
+        copies = _copies_fn(kind, margin)
+        self._step = engine.cached(
+            ("certified_step", kind, margin), lambda: _build_step(engine, copies)
+        )
+        self._compact = engine.cached(("certified_compact",), lambda: _build_compact(engine))
+        self._start = engine.cached(("certified_start",), lambda: _build_start(engine))
+        self._total = engine.cached(("certified_total",), lambda: _build_total(engine))
+        self._positions = engine.cached(("certified_positions",), lambda: _build_positions(engine))
+        if kind == "crop":
+            self._resize = engine.cached(
+                ("crop_resize", margin, method), lambda: _build_resize(engine, margin, method)
+            )
+
+    def _reset_counts(self) -> None:
         n = len(self.shifts)
         self.count = 0  # valid examples
         self.unshifted_correct = 0
@@ -119,73 +135,6 @@ class CertifiedShift(Protocol):
         self._certified_positions: list[np.ndarray] = []
         self._tables: dict[tuple[int, int], tuple[jax.Array, jax.Array]] = {}
         self._levels_for: dict[int, list[tuple[int, int]]] = {}
-        kind = self.kind
-
-        def copies(src, shifts):
-            if kind == "circular":
-                return circular_copies(src, shifts)
-            size = (src.shape[1] - 2 * self.crop_margin, src.shape[2] - 2 * self.crop_margin)
-            return shifted_copies(src, shifts, lambda x, s: crop_window(x, s, size))
-
-        margin = self.crop_margin
-
-        def build_step():
-            def step(variables, src, labels, alive, heat, shifts, shift_valid):
-                moved = copies(src, shifts)
-                b, k = moved.shape[:2]
-                flat = moved.reshape((b * k,) + moved.shape[2:])
-                logits = engine.logits_of(variables, flat).reshape(b, k, -1)
-                ok = jnp.argmax(logits, -1) == labels[:, None]
-                new_alive = alive & jnp.all(ok | ~shift_valid[None, :], axis=1)
-                heat_counts = jnp.sum(ok & heat[:, None] & shift_valid[None, :], axis=0)
-                return new_alive, heat_counts.astype(jnp.int32), jnp.sum(new_alive | heat)
-
-            rep, dat = engine.replicated, engine.data_sharding
-            return jax.jit(step, out_shardings=(dat, rep, rep))
-
-        def build_compact():
-            def compact(src, labels, alive, heat, pos, size):
-                keep = (alive | heat).astype(jnp.int32)
-                order = jnp.argsort(-keep, stable=True)[:size]
-                return src[order], labels[order], alive[order], heat[order], pos[order]
-
-            dat = engine.data_sharding
-            return jax.jit(compact, static_argnums=5, out_shardings=(dat,) * 5)
-
-        def build_start():
-            def start(logits, labels, valid, pos, heat_limit, require):
-                correct = (jnp.argmax(logits, -1) == labels) & valid
-                alive = correct if require else valid
-                heat = valid if heat_limit < 0 else valid & (pos < heat_limit)
-                counts = jnp.stack([jnp.sum(valid), jnp.sum(correct), jnp.sum(heat)])
-                return alive, heat, counts, jnp.sum(alive | heat)
-
-            rep, dat = engine.replicated, engine.data_sharding
-            return jax.jit(start, static_argnums=(4, 5), out_shardings=(dat, dat, rep, rep))
-
-        def build_resize():
-            def resize(images):
-                b, h, w, c = images.shape
-                out = jax.image.resize(
-                    images, (b, h + 2 * margin, w + 2 * margin, c), method=self.resize_method
-                )
-                return out.astype(images.dtype)
-
-            return jax.jit(resize, out_shardings=engine.data_sharding)
-
-        def build_total():
-            return jax.jit(lambda a: jnp.sum(a), out_shardings=engine.replicated)
-
-        def build_positions():  # global positions of the certified examples, -1 elsewhere
-            return jax.jit(lambda a, p: jnp.where(a, p, -1), out_shardings=engine.replicated)
-
-        self._step = engine.cached(("certified_step", kind, margin), build_step)
-        self._compact = engine.cached(("certified_compact",), build_compact)
-        self._start = engine.cached(("certified_start",), build_start)
-        self._total = engine.cached(("certified_total",), build_total)
-        self._positions = engine.cached(("certified_positions",), build_positions)
-        if kind == "crop":
-            self._resize = engine.cached(("crop_resize", margin, self.resize_method), build_resize)
 
     def _levels(self, batch_size: int) -> list[tuple[int, int]]:
         """[(examples, shifts per forward)] for each compaction level of this batch size."""
@@ -331,6 +280,86 @@ class CertifiedShift(Protocol):
             }
         out.update(self.throughput())
         return out
+
+
+# ----------------------------------------------------------------------------- jitted steps
+# Built once per engine (`Engine.cached`) and shared by every protocol instance of that kind.
+
+
+def _copies_fn(kind: str, margin: int):
+    """(B, S', S', C) source images and (K, 2) shifts -> (B, K, S, S, C) shifted copies:
+    circular shifts, or S x S windows of the images resized to S + 2 * margin."""
+
+    def copies(src, shifts):
+        if kind == "circular":
+            return circular_copies(src, shifts)
+        size = (src.shape[1] - 2 * margin, src.shape[2] - 2 * margin)
+        return shifted_copies(src, shifts, lambda x, s: crop_window(x, s, size))
+
+    return copies
+
+
+def _build_step(engine, copies):
+    """One chunk of shifts: who is still certified, per-shift heat-map counts, live count."""
+
+    def step(variables, src, labels, alive, heat, shifts, shift_valid):
+        moved = copies(src, shifts)
+        b, k = moved.shape[:2]
+        flat = moved.reshape((b * k,) + moved.shape[2:])
+        logits = engine.logits_of(variables, flat).reshape(b, k, -1)
+        ok = jnp.argmax(logits, -1) == labels[:, None]
+        new_alive = alive & jnp.all(ok | ~shift_valid[None, :], axis=1)
+        heat_counts = jnp.sum(ok & heat[:, None] & shift_valid[None, :], axis=0)
+        return new_alive, heat_counts.astype(jnp.int32), jnp.sum(new_alive | heat)
+
+    rep, dat = engine.replicated, engine.data_sharding
+    return jax.jit(step, out_shardings=(dat, rep, rep))
+
+
+def _build_compact(engine):
+    """The `size` examples still needed (alive or in the heat map) first, the rest dropped."""
+
+    def compact(src, labels, alive, heat, pos, size):
+        keep = (alive | heat).astype(jnp.int32)
+        order = jnp.argsort(-keep, stable=True)[:size]
+        return src[order], labels[order], alive[order], heat[order], pos[order]
+
+    dat = engine.data_sharding
+    return jax.jit(compact, static_argnums=5, out_shardings=(dat,) * 5)
+
+
+def _build_start(engine):
+    """Per example: certifiable at all (alive), kept for the heat map; batch counts."""
+
+    def start(logits, labels, valid, pos, heat_limit, require):
+        correct = (jnp.argmax(logits, -1) == labels) & valid
+        alive = correct if require else valid
+        heat = valid if heat_limit < 0 else valid & (pos < heat_limit)
+        counts = jnp.stack([jnp.sum(valid), jnp.sum(correct), jnp.sum(heat)])
+        return alive, heat, counts, jnp.sum(alive | heat)
+
+    rep, dat = engine.replicated, engine.data_sharding
+    return jax.jit(start, static_argnums=(4, 5), out_shardings=(dat, dat, rep, rep))
+
+
+def _build_resize(engine, margin: int, method: str):
+    """(B, S, S, C) -> (B, S + 2 * margin, S + 2 * margin, C) for the crop protocol."""
+
+    def resize(images):
+        b, h, w, c = images.shape
+        out = jax.image.resize(images, (b, h + 2 * margin, w + 2 * margin, c), method=method)
+        return out.astype(images.dtype)
+
+    return jax.jit(resize, out_shardings=engine.data_sharding)
+
+
+def _build_total(engine):
+    return jax.jit(lambda a: jnp.sum(a), out_shardings=engine.replicated)
+
+
+def _build_positions(engine):
+    """Global positions of the certified examples, -1 elsewhere."""
+    return jax.jit(lambda a, p: jnp.where(a, p, -1), out_shardings=engine.replicated)
 
 
 def certified_together(protocols, names=("integer_grid", "half_pixel_grid")) -> dict | None:

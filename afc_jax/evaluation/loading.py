@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from afc_jax import models
 from afc_jax.evaluation.protocols import Classifier, as_classifier
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
@@ -45,7 +46,11 @@ IMPL_FIELDS = ("mlp_impl", "filter_impl")
 
 
 class CheckpointSpecError(ValueError):
-    """The path is none of the checkpoint kinds eval.py reads."""
+    """The path is none of the checkpoint kinds eval.py reads, or lacks the weights asked for."""
+
+
+class ModelMismatchError(ValueError):
+    """A checkpoint's weights do not fit the model it is evaluated with."""
 
 
 @dataclasses.dataclass
@@ -144,7 +149,7 @@ def model_config(config: ml_collections.ConfigDict, saved: dict | None = None):
 
 
 def check_params(model: nn.Module, params, where: str, image_size: int = 32) -> None:
-    """Raises ValueError naming every missing, unexpected or mis-shaped parameter."""
+    """Raises ModelMismatchError naming every missing, unexpected or mis-shaped parameter."""
     x = jnp.zeros((1, image_size, image_size, model.in_chans), jnp.float32)
     want = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
 
@@ -163,7 +168,7 @@ def check_params(model: nn.Module, params, where: str, image_size: int = 32) -> 
         if got_f[k] != want_f[k]
     ]
     if problems:
-        raise ValueError(
+        raise ModelMismatchError(
             f"{where} does not fit the model: "
             + "; ".join(problems[:10])
             + (f" ... ({len(problems) - 10} more)" if len(problems) > 10 else "")
@@ -190,19 +195,21 @@ def load_checkpoint(
 
 def _load_training(label, path, details, config, num_classes, weights) -> LoadedCheckpoint:
     """The EMA or raw weights of a training run's step, with the model its config.json names."""
-    from afc_jax.train.checkpointing import load_raw_state
-    from afc_jax.train.loop import build_model
+    from afc_jax.checkpoints import read_training_state
 
     notes: list[str] = []
     workdir = epath.Path(details["workdir"])
     saved = _saved_model_config(workdir)
     if saved is None:
         notes.append(f"no {workdir}/config.json: model from the given config")
-    model = build_model(model_config(config, saved), num_classes)
-    state, step = load_raw_state(str(workdir), details["step"])
+    model = models.from_config(model_config(config, saved).model, num_classes)
+    state, step = read_training_state(workdir / "checkpoints", details["step"])
     key = "ema_params" if weights == "ema" else "params"
     if key not in state:
-        raise ValueError(f"{path}: the training state has no {key!r} (keys: {sorted(state)})")
+        raise CheckpointSpecError(
+            f"{path}: the training state has no {key!r} (keys: {sorted(state)}); evaluate the "
+            "other weights (--weights=ema|raw)"
+        )
     params = _host(state[key])
     check_params(model, params, f"{path} ({key})")
     name = label or workdir.name + (f"@{step}" if details["step"] is not None else "")
@@ -226,7 +233,7 @@ def _load_variables(label, path, details, config, num_classes, weights) -> Loade
 
     model, variables, meta = load_model(path)
     if getattr(model, "num_classes", num_classes) != num_classes:
-        raise ValueError(
+        raise ModelMismatchError(
             f"{path} has {model.num_classes} classes but the dataset has {num_classes}"
         )
     return LoadedCheckpoint(
@@ -249,10 +256,9 @@ def _load_torch(label, path, details, config, num_classes, weights) -> LoadedChe
         from_torch_state_dict,
         read_torch_checkpoint,
     )
-    from afc_jax.train.loop import build_model
 
     notes: list[str] = []
-    model = build_model(model_config(config), num_classes)
+    model = models.from_config(model_config(config).model, num_classes)
     which = "model_ema" if weights == "ema" else "model"
     try:
         state_dict = read_torch_checkpoint(path, which=which)

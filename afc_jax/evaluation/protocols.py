@@ -6,8 +6,9 @@
 - Shift sets (`integer_grid_shifts`, `half_pixel_grid_shifts`, `fractional_grid_shifts`,
   `crop_offsets`) and image shifts (`circular_shift`: exact gather for integer shifts, Fourier
   phase ramp `ops.fractional_shift` otherwise; `crop_window`).
-- `Engine`: a classifier placed on a device mesh (variables replicated, or FSDP-sharded like
-  training), one jitted unshifted forward per batch, helpers to put host data on the mesh.
+- `Engine`: a classifier placed on a device mesh (variables replicated, or FSDP-sharded by
+  training's rule, `afc_jax.parallel`), one jitted unshifted forward per batch, helpers to put
+  host data on the mesh.
 - `Batch`: one global batch on the mesh plus its unshifted logits; `Protocol`: the interface
   every evaluator implements (`setup`, `update(batch)`, `result()`); `Accuracy` and
   `RandomShift` (consistency) live here, the certified grids in `certified.py` and feature
@@ -29,13 +30,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
+from afc_jax import parallel
 from afc_jax.ops import fractional_shift
-
-# The training mesh's axis names (afc_jax.train.sharding); importing that package would pull in
-# the input pipeline (TensorFlow), which evaluating in-memory batches does not need.
-DATA_AXIS, FSDP_AXIS = "data", "fsdp"
 
 STAGE_STRIDES = {"stage0": 4, "stage1": 8, "stage2": 16, "stage3": 32}
 
@@ -257,50 +255,28 @@ class Engine:
     def __init__(self, classifier: Classifier, mesh: Mesh | None = None, *, fsdp_min_size=2**18):
         self.classifier = classifier
         self.fsdp_min_size = int(fsdp_min_size)
-        if mesh is None:
-            devices = np.asarray(jax.devices()).reshape(-1, 1)
-            mesh = Mesh(devices, (DATA_AXIS, FSDP_AXIS))
-        self.mesh = mesh
-        self.num_devices = int(np.prod(list(mesh.shape.values())))
-        self.data_sharding = NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names)))
-        self.replicated = NamedSharding(mesh, PartitionSpec())
-        self.variables = self._place(classifier.variables, fsdp_min_size)
+        self.mesh = parallel.data_parallel_mesh() if mesh is None else mesh
+        self.num_devices = int(self.mesh.devices.size)
+        self.data_sharding = parallel.batch_sharding(self.mesh)
+        self.replicated = parallel.replicated(self.mesh)
+        # Replicated, except arrays of >= fsdp_min_size elements, split over the `fsdp` axis
+        # (when it has more than one device) like training's parameters.
+        self.variables = parallel.place(classifier.variables, self.mesh, self.fsdp_min_size)
         self._cache: dict[Any, Callable] = {}
         self._logits = jax.jit(self._forward, out_shardings=self.data_sharding)
 
     # ------------------------------------------------------------------ placement
 
-    def _place(self, tree, min_size):
-        """Replicated, except arrays of >= min_size elements split over an `fsdp` axis of
-        size > 1 along their largest dimension it divides (the training rule)."""
-        fsdp = self.mesh.shape.get(FSDP_AXIS, 1)
-
-        def sharding_for(shape):
-            if fsdp > 1 and int(np.prod(shape)) >= min_size:
-                for dim in np.argsort(shape)[::-1]:
-                    if shape[dim] % fsdp == 0:
-                        spec = [None] * len(shape)
-                        spec[dim] = FSDP_AXIS
-                        return NamedSharding(self.mesh, PartitionSpec(*spec))
-            return self.replicated
-
-        def put(leaf):
-            a = np.asarray(leaf)
-            return jax.make_array_from_callback(a.shape, sharding_for(a.shape), lambda i: a[i])
-
-        return jax.tree_util.tree_map(put, tree)
-
     def with_variables(self, variables) -> Engine:
         """The same engine (and compiled functions) for other variables of the same model:
         evaluating several checkpoints of one architecture compiles once."""
         other = copy.copy(self)  # shares the jit cache
-        other.variables = self._place(variables, self.fsdp_min_size)
+        other.variables = parallel.place(variables, self.mesh, self.fsdp_min_size)
         return other
 
     def replicate(self, array) -> jax.Array:
         """A host array (identical on every process) as a replicated global array."""
-        a = np.asarray(array)
-        return jax.make_array_from_callback(a.shape, self.replicated, lambda idx: a[idx])
+        return parallel.replicate(array, self.mesh)
 
     def cached(self, key, build: Callable[[], Callable]) -> Callable:
         """One jitted function per key (jax then compiles once per input shape)."""

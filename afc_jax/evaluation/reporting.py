@@ -65,18 +65,34 @@ def markdown(report: Mapping) -> str:
     """The paper's table (model | test accuracy | integer grid | half-pixel grid | fractional
     grid | crop shift), then consistency, equivariance and throughput tables."""
     entries = list(report["checkpoints"].values())
-    settings = report.get("settings", {})
     lines = ["# Shift robustness", ""]
+    lines += _dataset_lines(report, entries)
+    lines += _headline_table(report, entries)
+    lines += _consistency_table(entries)
+    lines += _equivariance_table(entries)
+    lines += _throughput_table(entries)
+    settings = report.get("settings", {})
+    if settings:
+        lines += ["Settings: `" + json.dumps(settings, sort_keys=True) + "`", ""]
+    return "\n".join(lines)
+
+
+def _dataset_lines(report: Mapping, entries: list) -> list[str]:
     ds = report.get("dataset") or {}
-    if ds:
-        lines.append(
-            f"Dataset `{ds.get('name')}` ({ds.get('split', 'eval')} split, "
-            f"{entries[0]['num_examples'] if entries else 0} examples, "
-            f"{ds.get('image_size')}x{ds.get('image_size')} px)."
-        )
-        lines.append("")
+    if not ds:
+        return []
+    return [
+        f"Dataset `{ds.get('name')}` ({ds.get('split', 'eval')} split, "
+        f"{entries[0]['num_examples'] if entries else 0} examples, "
+        f"{ds.get('image_size')}x{ds.get('image_size')} px).",
+        "",
+    ]
+
+
+def _headline_table(report: Mapping, entries: list) -> list[str]:
+    """The paper's table, what it measures, each protocol's set, certified invariance."""
     header = "| model | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |"
-    lines += [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
+    lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
     for e in entries:
         cells = [_fmt(e.get(key)) for key, _ in TABLE_COLUMNS]
         lines.append(f"| {e['name']} | " + " | ".join(cells) + " |")
@@ -86,57 +102,62 @@ def markdown(report: Mapping) -> str:
         "it is classified correctly on the unshifted image and on every shift of the grid "
         "(crop shift: on every window)."
     )
-    for line in protocol_notes(report):
-        lines.append(f"- {line}")
-    invariant = [e["name"] for e in entries if e.get("certified_invariant")]
-    for name in invariant:
-        lines.append(
-            f"- **{name}**: test accuracy = every circular-shift grid: certified invariance to "
-            "integer and fractional circular shifts on this set."
-        )
-    lines.append("")
-
-    rs_rows = [e for e in entries if e.get("random_shift")]
-    if rs_rows:
-        lines += [
-            "## Consistency under random shifts",
-            "",
-            "| model | integer: consistency | integer: mean abs Δp | fractional: consistency "
-            "| fractional: mean abs Δp |",
-            "|---|---|---|---|---|",
-        ]
-        for e in rs_rows:
-            r = e["random_shift"]
+    lines += [f"- {line}" for line in protocol_notes(report)]
+    for e in entries:
+        if e.get("certified_invariant"):
             lines.append(
-                f"| {e['name']} | {_fmt(r['integer']['consistency'])} | "
-                f"{_fmt(r['integer']['mean_abs_prob_change'], 5)} | "
-                f"{_fmt(r['fractional']['consistency'])} | "
-                f"{_fmt(r['fractional']['mean_abs_prob_change'], 5)} |"
+                f"- **{e['name']}**: test accuracy = every circular-shift grid: certified "
+                "invariance to integer and fractional circular shifts on this set."
             )
-        lines.append("")
+    return lines + [""]
 
-    eq_rows = [
+
+def _consistency_table(entries: list) -> list[str]:
+    rows = [e for e in entries if e.get("random_shift")]
+    if not rows:
+        return []
+    lines = [
+        "## Consistency under random shifts",
+        "",
+        "| model | integer: consistency | integer: mean abs Δp | fractional: consistency "
+        "| fractional: mean abs Δp |",
+        "|---|---|---|---|---|",
+    ]
+    for e in rows:
+        r = e["random_shift"]
+        lines.append(
+            f"| {e['name']} | {_fmt(r['integer']['consistency'])} | "
+            f"{_fmt(r['integer']['mean_abs_prob_change'], 5)} | "
+            f"{_fmt(r['fractional']['consistency'])} | "
+            f"{_fmt(r['fractional']['mean_abs_prob_change'], 5)} |"
+        )
+    return lines + [""]
+
+
+def _equivariance_table(entries: list) -> list[str]:
+    rows = [
         e for e in entries if (e["protocols"].get("feature_equivariance") or {}).get("available")
     ]
-    if eq_rows:
-        stages = eq_rows[0]["protocols"]["feature_equivariance"]["stages"]
-        lines += [
-            "## Feature equivariance (mean relative error per stage)",
-            "",
-            "| model | shifts | " + " | ".join(stages) + " |",
-            "|---|---|" + "---|" * len(stages),
-        ]
-        for e in eq_rows:
-            fe = e["protocols"]["feature_equivariance"]
-            for kind in ("integer", "fractional"):
-                if kind in fe:
-                    cells = " | ".join(
-                        f"{fe[kind]['mean'].get(s, float('nan')):.2e}" for s in stages
-                    )
-                    lines.append(f"| {e['name']} | {kind} | {cells} |")
-        lines.append("")
+    if not rows:
+        return []
+    stages = rows[0]["protocols"]["feature_equivariance"]["stages"]
+    lines = [
+        "## Feature equivariance (mean relative error per stage)",
+        "",
+        "| model | shifts | " + " | ".join(stages) + " |",
+        "|---|---|" + "---|" * len(stages),
+    ]
+    for e in rows:
+        fe = e["protocols"]["feature_equivariance"]
+        for kind in ("integer", "fractional"):
+            if kind in fe:
+                cells = " | ".join(f"{fe[kind]['mean'].get(s, float('nan')):.2e}" for s in stages)
+                lines.append(f"| {e['name']} | {kind} | {cells} |")
+    return lines + [""]
 
-    lines += [
+
+def _throughput_table(entries: list) -> list[str]:
+    lines = [
         "## Throughput",
         "",
         "| model | protocol | pairs | seconds | pairs/s |",
@@ -149,11 +170,7 @@ def markdown(report: Mapping) -> str:
                     f"| {e['name']} | {name} | {p['pairs']} | {p['seconds']:.1f} | "
                     f"{p['pairs_per_sec']:.0f} |"
                 )
-    lines.append("")
-    if settings:
-        lines.append("Settings: `" + json.dumps(settings, sort_keys=True) + "`")
-        lines.append("")
-    return "\n".join(lines)
+    return lines + [""]
 
 
 def protocol_notes(report: Mapping) -> list[str]:
@@ -180,6 +197,17 @@ def table_text(report: Mapping) -> str:
         for r in [cols] + rows
     ]
     return "\n".join(out)
+
+
+def invariance_lines(report: Mapping) -> list[str]:
+    """One line per checkpoint whose test accuracy equals its accuracy on every circular-shift
+    grid that ran (certified invariance), for terminals."""
+    return [
+        f"{e['name']}: test accuracy = integer grid = half-pixel grid = fractional grid -> "
+        "certified invariance to circular shifts"
+        for e in report["checkpoints"].values()
+        if e.get("certified_invariant")
+    ]
 
 
 def _json_default(obj):

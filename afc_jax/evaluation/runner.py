@@ -1,12 +1,14 @@
 """Runs protocols over an evaluation split, for one classifier or several checkpoints.
 
-- `build_protocols(eval_cfg, image_size)`: the configured evaluators, by name
-  (`PROTOCOL_BUILDERS`);
 - `evaluate(classifier, batches, protocols)`: one pass over the batches, every protocol fed
   from the same global batch (data read once, unshifted forward once);
 - `run_shift_robustness(config, checkpoints, workdir)`: loads each checkpoint, evaluates it,
-  writes `shift_robustness.json`, `shift_robustness.md` and the PNG plots into `workdir`,
-  prints the table on process 0 and returns the report.
+  writes `shift_robustness.json`, `shift_robustness.md` and the PNG plots into `workdir`
+  (process 0) and returns the report. Progress goes to the `afc_jax.evaluation.runner`
+  logger (INFO, process 0) and tqdm bars; printing the table is the caller's
+  (`reporting.table_text`, `reporting.invariance_lines`).
+
+The protocols come from `builders.build_protocols` (re-exported here).
 
 Exact coverage on any number of hosts: every process feeds its local slice of each global
 batch; padded examples carry mask False; each example also gets a global position
@@ -17,147 +19,27 @@ and the per-example random shifts use, so results do not depend on the host layo
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
+from afc_jax import parallel
 from afc_jax.evaluation import reporting, settings
-from afc_jax.evaluation.certified import CertifiedShift, certified_together
-from afc_jax.evaluation.equivariance import FeatureEquivariance
-from afc_jax.evaluation.loading import detect, parse_spec, resolve
-from afc_jax.evaluation.protocols import (
-    Accuracy,
-    Engine,
-    Protocol,
-    RandomShift,
-    as_classifier,
-    crop_offsets,
-    fractional_grid_shifts,
-    half_pixel_grid_shifts,
-    integer_grid_shifts,
-)
+from afc_jax.evaluation.builders import PROTOCOL_BUILDERS, build_protocols
+from afc_jax.evaluation.certified import certified_together
+from afc_jax.evaluation.loading import LoadedCheckpoint, detect, parse_spec, resolve
+from afc_jax.evaluation.protocols import Engine, Protocol, as_classifier
 
-# ----------------------------------------------------------------------------- protocols
+log = logging.getLogger(__name__)
 
-
-def _certified_kwargs(ev) -> dict:
-    return dict(
-        chunk_size=int(ev.chunk_size),
-        compact_factor=int(ev.compact_factor),
-        max_compactions=int(ev.max_compactions),
-        heatmap_examples=int(ev.heatmap_examples),
-    )
-
-
-def _sets(ev) -> str:
-    return str(ev.get("shift_sets", "official"))
-
-
-def _integer_grid(ev, image_size):
-    m, sets = int(ev.max_shift), _sets(ev)
-    shifts = integer_grid_shifts(m, sets)
-    what = "(0, 0) and every (dy, dx), 1" if sets == "official" else "every (dy, dx), 0"
-    return CertifiedShift(
-        "integer_grid",
-        shifts,
-        grid_shape=(m, m),
-        grid_cells=shifts.astype(int),  # the official set leaves (0, k) and (k, 0) out
-        axes={"dy": list(range(m)), "dx": list(range(m))},
-        description=f"integer circular shifts {what} <= dy, dx < {m} ({sets} set)",
-        **_certified_kwargs(ev),
-    )
-
-
-def _half_pixel_grid(ev, image_size):
-    m, sets = int(ev.max_shift), _sets(ev)
-    if m < 2:
-        raise ValueError("half_pixel_grid needs eval.max_shift >= 2")
-    sign = "-" if sets == "official" else ""
-    values = [float(v) for v in half_pixel_grid_shifts(m, sets)[: m - 1, 1]]
-    return CertifiedShift(
-        "half_pixel_grid",
-        half_pixel_grid_shifts(m, sets),
-        grid_shape=(m - 1, m - 1),
-        axes={"dy": values, "dx": values},
-        description=f"every circular shift ({sign}(dy - 1/2), {sign}(dx - 1/2)), "
-        f"1 <= dy, dx < {m} ({sets} set)",
-        **_certified_kwargs(ev),
-    )
-
-
-def _fractional_grid(ev, image_size):
-    dens, sets = tuple(int(u) for u in ev.fractional_denominators), _sets(ev)
-    sign = "-" if sets == "official" else ""
-    return CertifiedShift(
-        "fractional_grid",
-        fractional_grid_shifts(dens, sets),
-        description=f"every circular shift ({sign}a/u, {sign}b/u), 1 <= a, b < u, u in "
-        + ", ".join(map(str, dens))
-        + f" ({sets} set)",
-        **_certified_kwargs(ev),
-    )
-
-
-def _crop_shift(ev, image_size):
-    m, sets = settings.crop_margin(ev, image_size), _sets(ev)
-    lo = 1 if sets == "official" else 0
-    offsets = list(range(lo, 2 * m + 1))
-    return CertifiedShift(
-        "crop_shift",
-        crop_offsets(m, sets),
-        kind="crop",
-        require_unshifted=False,
-        grid_shape=(len(offsets), len(offsets)),
-        axes={"dy": offsets, "dx": offsets},
-        crop_margin=m,
-        resize_method=str(ev.crop_resize_method),
-        description=f"resize to {image_size}+2*{m} ({ev.crop_resize_method}), every "
-        f"{image_size}x{image_size} window at offsets {lo}..{2 * m}, no wrap-around "
-        f"({sets} set)",
-        **_certified_kwargs(ev),
-    )
-
-
-def _random_shift(ev, image_size):
-    return RandomShift(
-        num_shifts=int(ev.random_shifts),
-        max_shift=int(ev.random_max_shift or ev.max_shift),
-        seed=int(ev.seed),
-    )
-
-
-def _feature_equivariance(ev, image_size):
-    return FeatureEquivariance(
-        ev.equivariance_integer_shifts,
-        ev.equivariance_fractional_shifts,
-        num_examples=int(ev.equivariance_examples),
-    )
-
-
-PROTOCOL_BUILDERS: dict[str, Callable[..., Protocol]] = {
-    "accuracy": lambda ev, size: Accuracy(),
-    "integer_grid": _integer_grid,
-    "half_pixel_grid": _half_pixel_grid,
-    "fractional_grid": _fractional_grid,
-    "random_shift": _random_shift,
-    "crop_shift": _crop_shift,
-    "feature_equivariance": _feature_equivariance,
-}
-
-
-def build_protocols(eval_cfg=None, image_size: int = 224, names=None) -> list[Protocol]:
-    """The evaluators named in `eval_cfg.protocols` (or `names`), configured by `eval_cfg`."""
-    ev = eval_cfg if eval_cfg is not None else settings.eval_config()
-    settings.validate(ev, image_size)
-    names = settings.normalize_protocols(names if names is not None else ev.protocols)
-    return [PROTOCOL_BUILDERS[n](ev, image_size) for n in names]
-
-
-# ----------------------------------------------------------------------------- evaluation
+# ----------------------------------------------------------------------------- one pass
 
 
 def _progress(total, desc, enabled):
@@ -171,6 +53,92 @@ def _progress(total, desc, enabled):
         dynamic_ncols=True,
         leave=True,
     )
+
+
+class _GlobalPositions:
+    """Places this process's local batches in the global batches every process feeds.
+
+    The first batch fixes the global batch size (local rows x processes; it must split over
+    the mesh's devices); each row gets its global position and a validity flag (the batch's
+    mask, and position < max_examples when there is a limit).
+    """
+
+    def __init__(self, num_devices: int, max_examples: int = 0):
+        self.num_devices = num_devices
+        self.max_examples = max_examples
+        self.process_index, self.process_count = jax.process_index(), jax.process_count()
+        self.global_batch: int | None = None
+
+    def _check(self, index: int, local_rows: int) -> None:
+        global_rows = local_rows * self.process_count
+        if self.global_batch is None:
+            if global_rows % self.num_devices:
+                raise settings.EvalConfigError(
+                    f"the global eval batch ({global_rows}) must be divisible by the "
+                    f"{self.num_devices} devices of the mesh (set eval.batch_size)"
+                )
+            self.global_batch = global_rows
+        elif global_rows != self.global_batch:
+            raise ValueError(
+                f"batch {index} has {local_rows} rows, the first had "
+                f"{self.global_batch // self.process_count}"
+            )
+
+    def batches(self, local_batches: Iterable[Mapping]) -> Iterator[tuple[int, dict]]:
+        """(index, {image, label, valid, pos}) per local batch, until the example limit."""
+        limit = self.max_examples
+        for index, local in enumerate(local_batches):
+            labels = np.asarray(local["label"])
+            rows = int(labels.shape[0])
+            self._check(index, rows)
+            if limit and index * self.global_batch >= limit:
+                return
+            pos = index * self.global_batch + self.process_index * rows + np.arange(rows)
+            mask = np.asarray(local.get("mask", np.ones(rows, bool)), bool)
+            valid = mask & (pos < limit) if limit else mask
+            yield index, {"image": local["image"], "label": labels, "valid": valid, "pos": pos}
+
+
+def _shift_protocols(protocols) -> list[Protocol]:
+    return [p for p in protocols if p.name != "accuracy"]
+
+
+def _rate(protocols) -> float:
+    """Steady-state (example, shift) pairs per second of the shift protocols."""
+    ps = _shift_protocols(protocols)
+    warm = sum(p.warm_seconds for p in ps)
+    if warm > 0:
+        return sum(p.warm_pairs for p in ps) / warm
+    busy = sum(p.seconds for p in ps)
+    return sum(p.pairs for p in ps) / busy if busy > 0 else 0.0
+
+
+def _results(protocols) -> dict:
+    """{name: result} of every protocol, plus the official script's integer and half-pixel
+    grids certified together when both ran."""
+    results = {p.name: p.result() for p in protocols}
+    together = certified_together(protocols)
+    if together is not None:
+        results["integer_and_half_pixel_grid"] = together
+    return results
+
+
+def _throughput(protocols, engine: Engine, batches: int, global_batch, seconds: float) -> dict:
+    shift_protocols = _shift_protocols(protocols)
+    pairs = sum(p.pairs for p in shift_protocols)
+    busy = sum(p.seconds for p in shift_protocols)
+    return {
+        "batches": batches,
+        "global_batch_size": global_batch,
+        "devices": engine.num_devices,
+        "processes": jax.process_count(),
+        "seconds": seconds,
+        "pairs": int(pairs),
+        "pairs_per_sec": _rate(protocols),
+        "pairs_per_sec_incl_compile": pairs / busy if busy > 0 else 0.0,
+        "note": "pairs: (example, shift) forwards the shift protocols computed; pairs_per_sec "
+        "leaves out each protocol's first batch (compilation) when there are several",
+    }
 
 
 def evaluate(
@@ -205,44 +173,21 @@ def evaluate(
     """
     if engine is None:
         engine = Engine(as_classifier(classifier, variables), mesh, fsdp_min_size=fsdp_min_size)
-    clf = engine.classifier
     for p in protocols:
         p.setup(engine)
-    pidx, pcount = jax.process_index(), jax.process_count()
-    bar = _progress(total_batches, desc or clf.name, progress)
+    positions = _GlobalPositions(engine.num_devices, max_examples)
+    bar = _progress(total_batches, desc or engine.classifier.name, progress)
     t0 = time.perf_counter()
-    global_b = None
-    n_batches = 0
+    done = 0
     try:
-        for bi, local in enumerate(batches):
-            labels = np.asarray(local["label"])
-            local_b = int(labels.shape[0])
-            if global_b is None:
-                global_b = local_b * pcount
-                if global_b % engine.num_devices:
-                    raise ValueError(
-                        f"the global eval batch ({global_b}) must be divisible by the "
-                        f"{engine.num_devices} devices of the mesh (set eval.batch_size)"
-                    )
-                if max_examples and total_batches:
-                    total_batches = min(total_batches, -(-max_examples // global_b))
-                    bar.total = total_batches
-                    bar.refresh()
-            elif local_b * pcount != global_b:
-                raise ValueError(
-                    f"batch {bi} has {local_b} rows, the first had {global_b // pcount}"
-                )
-            if max_examples and bi * global_b >= max_examples:
-                break
-            pos = bi * global_b + pidx * local_b + np.arange(local_b)
-            mask = np.asarray(local.get("mask", np.ones(local_b, bool)), bool)
-            valid = mask & (pos < max_examples) if max_examples else mask
-            batch = engine.make_batch(
-                bi, {"image": local["image"], "label": labels, "valid": valid, "pos": pos}
-            )
+        for index, local in positions.batches(batches):
+            if index == 0 and max_examples and total_batches:
+                bar.total = min(total_batches, -(-max_examples // positions.global_batch))
+                bar.refresh()
+            batch = engine.make_batch(index, local)
             for p in protocols:
                 p.update(batch)
-            n_batches += 1
+            done += 1
             bar.update(1)
             rate = _rate(protocols)
             if rate:
@@ -250,39 +195,19 @@ def evaluate(
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    results = {p.name: p.result() for p in protocols}
-    together = certified_together(protocols)  # the official script's integer + half-pixel
-    if together is not None:
-        results["integer_and_half_pixel_grid"] = together
-    shift_protocols = [p for p in protocols if p.name != "accuracy"]
-    pairs = sum(p.pairs for p in shift_protocols)
-    busy = sum(p.seconds for p in shift_protocols)
-    throughput = {
-        "batches": n_batches,
-        "global_batch_size": global_b,
-        "devices": engine.num_devices,
-        "processes": pcount,
-        "seconds": seconds,
-        "pairs": int(pairs),
-        "pairs_per_sec": _rate(protocols),
-        "pairs_per_sec_incl_compile": pairs / busy if busy > 0 else 0.0,
-        "note": "pairs: (example, shift) forwards the shift protocols computed; pairs_per_sec "
-        "leaves out each protocol's first batch (compilation) when there are several",
+    return {
+        "protocols": _results(protocols),
+        "throughput": _throughput(protocols, engine, done, positions.global_batch, seconds),
     }
-    return {"protocols": results, "throughput": throughput}
-
-
-def _rate(protocols) -> float:
-    """Steady-state (example, shift) pairs per second of the shift protocols."""
-    ps = [p for p in protocols if p.name != "accuracy"]
-    warm = sum(p.warm_seconds for p in ps)
-    if warm > 0:
-        return sum(p.warm_pairs for p in ps) / warm
-    busy = sum(p.seconds for p in ps)
-    return sum(p.pairs for p in ps) / busy if busy > 0 else 0.0
 
 
 # ----------------------------------------------------------------------------- end to end
+
+
+def _info(message: str) -> None:
+    """Progress for the user, from process 0 only (the entry points show `afc_jax` INFO)."""
+    if jax.process_index() == 0:
+        log.info(message)
 
 
 def _eval_data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -296,6 +221,121 @@ def _eval_data_config(config: ml_collections.ConfigDict) -> ml_collections.Confi
     return out
 
 
+@dataclasses.dataclass
+class _Sources:
+    """The evaluation split and how it is read: the same for every checkpoint of a run."""
+
+    config: ml_collections.ConfigDict  # with its `eval` section
+    data_config: ml_collections.ConfigDict  # what the eval iterator gets
+    info: Any  # num_classes, image_size, num_eval
+    iterator_fn: Callable
+    total_batches: int | None
+    image_size: int
+    protocol_names: tuple[str, ...]
+
+    def local_batches(self):
+        return self.iterator_fn(
+            self.data_config,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+
+
+def _sources(config, info, eval_iterator_fn, eval_steps_fn) -> _Sources:
+    """The given data source, else `afc_jax.data`'s for `config`; settings validated."""
+    if info is None or eval_iterator_fn is None or eval_steps_fn is None:
+        from afc_jax import data as data_lib  # the input pipeline (TensorFlow): only if needed
+
+        info = info if info is not None else data_lib.dataset_info(config)
+        eval_iterator_fn = eval_iterator_fn or data_lib.create_eval_iterator
+        eval_steps_fn = eval_steps_fn or getattr(data_lib, "eval_steps", None)
+    image_size = int(getattr(info, "image_size", None) or config.data.image_size)
+    names = settings.normalize_protocols(config.eval.protocols)
+    settings.validate(config.eval, image_size)
+    data_config = _eval_data_config(config)
+    total = eval_steps_fn(info, data_config, jax.process_count()) if eval_steps_fn else None
+    return _Sources(config, data_config, info, eval_iterator_fn, total, image_size, names)
+
+
+class _Engines:
+    """One `Engine` per architecture: checkpoints of equal models share its compiled
+    functions, each with its own variables."""
+
+    def __init__(self, mesh, fsdp_min_size: int):
+        self.mesh = mesh
+        self.fsdp_min_size = fsdp_min_size
+        self._built: list[tuple[object, Engine]] = []
+
+    def for_checkpoint(self, ck: LoadedCheckpoint) -> Engine:
+        if ck.model is not None:
+            for model, engine in self._built:
+                if type(model) is type(ck.model) and model == ck.model:
+                    return engine.with_variables(ck.variables)
+        engine = Engine(ck.classifier(), self.mesh, fsdp_min_size=self.fsdp_min_size)
+        if ck.model is not None:
+            self._built.append((ck.model, engine))
+        return engine
+
+
+def _describe_start(ck: LoadedCheckpoint, protocols) -> str:
+    where = [ck.model_name, ck.source]
+    if ck.weights:
+        where.append(f"{ck.weights} weights")
+    if ck.step is not None:
+        where.append(f"step {ck.step}")
+    names = ", ".join(p.name for p in protocols)
+    return f"shift robustness: {ck.name} ({', '.join(where)}): {names}"
+
+
+def _evaluate_checkpoint(ck: LoadedCheckpoint, engine: Engine, sources: _Sources) -> dict:
+    """One checkpoint's entry of the report (`reporting.summarize`)."""
+    ev = sources.config.eval
+    protocols = build_protocols(ev, sources.image_size, sources.protocol_names)
+    _info(_describe_start(ck, protocols))
+    for note in ck.notes:
+        _info(f"  note: {note}")
+    out = evaluate(
+        None,
+        sources.local_batches(),
+        protocols,
+        engine=engine,
+        max_examples=int(ev.max_examples or 0),
+        total_batches=sources.total_batches,
+        progress=bool(ev.progress),
+        desc=ck.name,
+    )
+    entry = reporting.summarize(ck.describe(), out["protocols"], out["throughput"])
+    speed = out["throughput"]
+    _info(
+        f"  {entry['num_examples']} examples, {speed['pairs']:,} (example, shift) pairs, "
+        f"{speed['pairs_per_sec']:,.0f} pairs/s"
+    )
+    return entry
+
+
+def _report(sources: _Sources, entries: dict) -> dict:
+    """The report: dataset, resolved settings and every checkpoint's entry."""
+    ev, config = sources.config.eval, sources.config
+    resolved = ev.to_dict()
+    resolved["protocols"] = list(sources.protocol_names)
+    resolved["crop_margin_resolved"] = settings.crop_margin(ev, sources.image_size)
+    resolved["random_max_shift_resolved"] = int(ev.random_max_shift or ev.max_shift)
+    resolved["global_batch_size"] = int(sources.data_config.eval_batch_size)
+    return {
+        "format": "afc_jax.shift_robustness",
+        "version": 1,
+        "dataset": {
+            "name": str(config.data.get("name", "")),
+            "split": str(config.data.get("eval_split", "")),
+            "image_size": sources.image_size,
+            "num_classes": int(sources.info.num_classes),
+            "num_eval": int(getattr(sources.info, "num_eval", 0) or 0),
+        },
+        "settings": resolved,
+        "checkpoints": entries,
+    }
+
+
 def run_shift_robustness(
     config: ml_collections.ConfigDict,
     checkpoints: list,
@@ -305,7 +345,6 @@ def run_shift_robustness(
     eval_iterator_fn: Callable | None = None,
     eval_steps_fn: Callable | None = None,
     mesh=None,
-    verbose: bool = True,
 ) -> dict:
     """Evaluates checkpoints side by side and writes the reports into `workdir`.
 
@@ -318,109 +357,31 @@ def run_shift_robustness(
       info, eval_iterator_fn, eval_steps_fn: default to `afc_jax.data.dataset_info`,
         `create_eval_iterator` and `eval_steps`; pass others to evaluate any source that
         follows the same contract.
-      mesh: default `afc_jax.train.sharding.make_mesh(config)`.
+      mesh: default `afc_jax.parallel.make_mesh(config)`.
 
     Returns:
       The report written to `workdir/shift_robustness.json`: {"checkpoints": {name: entry}}
       where each entry has `accuracy`, `integer_grid`, `half_pixel_grid`, `fractional_grid`
       and `crop_shift` (percent, None when not run), `num_examples`, `certified_invariant`
-      and every protocol's details under `protocols`; plus `settings`, `dataset`, `files`.
+      and every protocol's details under `protocols`; plus `settings`, `dataset`, and on
+      process 0 `files` (what was written).
     """
     config = settings.with_eval_config(config)
-    ev = config.eval
     for item in checkpoints:  # fail on a bad path before opening any data
         if isinstance(item, (str, os.PathLike)):
             detect(parse_spec(item)[1])
-    if info is None or eval_iterator_fn is None or eval_steps_fn is None:
-        from afc_jax import data as data_lib
-
-        info = info if info is not None else data_lib.dataset_info(config)
-        eval_iterator_fn = eval_iterator_fn or data_lib.create_eval_iterator
-        eval_steps_fn = eval_steps_fn or getattr(data_lib, "eval_steps", None)
-    image_size = int(getattr(info, "image_size", None) or config.data.image_size)
-    protocol_names = settings.normalize_protocols(ev.protocols)
-    settings.validate(ev, image_size)
-    data_config = _eval_data_config(config)
-    if mesh is None:
-        from afc_jax.train import sharding
-
-        mesh = sharding.make_mesh(config)
-    pidx, pcount = jax.process_index(), jax.process_count()
-    total = eval_steps_fn(info, data_config, pcount) if eval_steps_fn else None
-    loaded = resolve(checkpoints, config, int(info.num_classes), weights=str(ev.weights))
-    log = print if verbose and pidx == 0 else (lambda *a, **k: None)
-
-    entries = {}
-    engines: list[tuple[object, Engine]] = []  # (model, engine): one compile per architecture
-    fsdp_min_size = int(config.mesh.get("fsdp_min_size", 2**18))
-    for ck in loaded:
-        engine = None
-        if ck.model is not None:
-            same = [e for m, e in engines if type(m) is type(ck.model) and m == ck.model]
-            if same:
-                engine = same[0].with_variables(ck.variables)
-        if engine is None:
-            engine = Engine(ck.classifier(), mesh, fsdp_min_size=fsdp_min_size)
-            if ck.model is not None:
-                engines.append((ck.model, engine))
-        protocols = build_protocols(ev, image_size, protocol_names)
-        log(
-            f"shift robustness: {ck.name} ({ck.model_name}, {ck.source}"
-            + (f", {ck.weights} weights" if ck.weights else "")
-            + (f", step {ck.step}" if ck.step is not None else "")
-            + "): "
-            + ", ".join(p.name for p in protocols)
-        )
-        for note in ck.notes:
-            log(f"  note: {note}")
-        batches = eval_iterator_fn(data_config, process_index=pidx, process_count=pcount)
-        out = evaluate(
-            None,
-            batches,
-            protocols,
-            engine=engine,
-            max_examples=int(ev.max_examples or 0),
-            total_batches=total,
-            progress=bool(ev.progress),
-            desc=ck.name,
-        )
-        entry = reporting.summarize(ck.describe(), out["protocols"], out["throughput"])
-        entries[ck.name] = entry
-        log(
-            f"  {entry['num_examples']} examples, {out['throughput']['pairs']:,} (example, shift)"
-            f" pairs, {out['throughput']['pairs_per_sec']:,.0f} pairs/s"
-        )
-
-    resolved = ev.to_dict()
-    resolved["protocols"] = list(protocol_names)
-    resolved["crop_margin_resolved"] = settings.crop_margin(ev, image_size)
-    resolved["random_max_shift_resolved"] = int(ev.random_max_shift or ev.max_shift)
-    resolved["global_batch_size"] = int(data_config.eval_batch_size)
-    report = {
-        "format": "afc_jax.shift_robustness",
-        "version": 1,
-        "dataset": {
-            "name": str(config.data.get("name", "")),
-            "split": str(config.data.get("eval_split", "")),
-            "image_size": image_size,
-            "num_classes": int(info.num_classes),
-            "num_eval": int(getattr(info, "num_eval", 0) or 0),
-        },
-        "settings": resolved,
-        "checkpoints": entries,
+    sources = _sources(config, info, eval_iterator_fn, eval_steps_fn)
+    mesh = parallel.make_mesh(config) if mesh is None else mesh
+    engines = _Engines(mesh, int(config.mesh.get("fsdp_min_size", 2**18)))
+    loaded = resolve(
+        checkpoints, config, int(sources.info.num_classes), weights=str(config.eval.weights)
+    )
+    entries = {
+        ck.name: _evaluate_checkpoint(ck, engines.for_checkpoint(ck), sources) for ck in loaded
     }
-    if pidx == 0:
-        reporting.write_all(report, workdir, plots=bool(ev.plots))
-        if verbose:
-            print()
-            print(reporting.table_text(report))
-            for e in entries.values():
-                if e["certified_invariant"]:
-                    print(
-                        f"{e['name']}: test accuracy = integer grid = half-pixel grid = "
-                        "fractional grid -> certified invariance to circular shifts"
-                    )
-            print(f"wrote {', '.join(sorted(report['files'].values()))}")
+    report = _report(sources, entries)
+    if jax.process_index() == 0:
+        reporting.write_all(report, workdir, plots=bool(config.eval.plots))
     return report
 
 

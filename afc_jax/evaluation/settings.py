@@ -27,6 +27,10 @@ WEIGHTS = ("ema", "raw")
 SHIFT_SETS = ("official", "all")  # = afc_jax.evaluation.protocols.SHIFT_SETS (no jax import here)
 
 
+class EvalConfigError(ValueError):
+    """A setting of the `eval` section (or the eval batch) cannot work; says what to change."""
+
+
 def eval_config() -> ml_collections.ConfigDict:
     """Defaults of every shift-robustness setting (the paper's protocols)."""
     c = ml_collections.ConfigDict()
@@ -116,11 +120,13 @@ def normalize_protocols(protocols) -> tuple[str, ...]:
             names.extend(n for n in PROTOCOL_NAMES if n not in names)
             continue
         if p not in PROTOCOL_NAMES:
-            raise ValueError(f"unknown protocol {p!r}; choose from {', '.join(PROTOCOL_NAMES)}")
+            raise EvalConfigError(
+                f"unknown protocol {p!r}; choose from {', '.join(PROTOCOL_NAMES)}"
+            )
         if p not in names:
             names.append(p)
     if not names:
-        raise ValueError(
+        raise EvalConfigError(
             "eval.protocols is empty; name at least one of " + ", ".join(PROTOCOL_NAMES)
         )
     return tuple(names)
@@ -131,27 +137,30 @@ def crop_margin(eval_cfg, image_size: int) -> int:
     return max(1, image_size // 16) if m < 0 else m
 
 
-def validate(eval_cfg, image_size: int) -> None:
-    """Checks the settings before anything compiles; raises ValueError saying what to change."""
-    normalize_protocols(eval_cfg.protocols)
+def validate(eval_cfg, image_size: int, protocols=None) -> None:
+    """Checks the settings of `protocols` (default: eval_cfg.protocols) before anything
+    compiles; raises EvalConfigError saying what to change."""
+    names = normalize_protocols(eval_cfg.protocols if protocols is None else protocols)
     sets = eval_cfg.get("shift_sets", "official")
     if sets not in SHIFT_SETS:
-        raise ValueError(f"eval.shift_sets must be one of {SHIFT_SETS}, got {sets!r}")
+        raise EvalConfigError(f"eval.shift_sets must be one of {SHIFT_SETS}, got {sets!r}")
     if eval_cfg.max_shift < 1:
-        raise ValueError(f"eval.max_shift must be >= 1, got {eval_cfg.max_shift}")
+        raise EvalConfigError(f"eval.max_shift must be >= 1, got {eval_cfg.max_shift}")
+    if "half_pixel_grid" in names and eval_cfg.max_shift < 2:
+        raise EvalConfigError("half_pixel_grid needs eval.max_shift >= 2")
     dens: Sequence[int] = tuple(eval_cfg.fractional_denominators)
     if not dens or any(int(u) < 2 for u in dens):
-        raise ValueError(f"eval.fractional_denominators must be integers >= 2, got {dens}")
+        raise EvalConfigError(f"eval.fractional_denominators must be integers >= 2, got {dens}")
     if eval_cfg.chunk_size < 1:
-        raise ValueError(f"eval.chunk_size must be >= 1, got {eval_cfg.chunk_size}")
+        raise EvalConfigError(f"eval.chunk_size must be >= 1, got {eval_cfg.chunk_size}")
     if eval_cfg.compact_factor < 2 and eval_cfg.max_compactions > 0:
-        raise ValueError("eval.compact_factor must be >= 2 (or set eval.max_compactions=0)")
+        raise EvalConfigError("eval.compact_factor must be >= 2 (or set eval.max_compactions=0)")
     if eval_cfg.weights not in WEIGHTS:
-        raise ValueError(f"eval.weights must be one of {WEIGHTS}, got {eval_cfg.weights!r}")
+        raise EvalConfigError(f"eval.weights must be one of {WEIGHTS}, got {eval_cfg.weights!r}")
     if crop_margin(eval_cfg, image_size) < 0:
-        raise ValueError("eval.crop_margin must be >= 0 (or -1 for image_size // 16)")
+        raise EvalConfigError("eval.crop_margin must be >= 0 (or -1 for image_size // 16)")
     if eval_cfg.random_shifts < 1:
-        raise ValueError(f"eval.random_shifts must be >= 1, got {eval_cfg.random_shifts}")
+        raise EvalConfigError(f"eval.random_shifts must be >= 1, got {eval_cfg.random_shifts}")
 
 
 class EvalConfigFileParser(flags.ArgumentParser):

@@ -216,7 +216,46 @@ def test_eval_cli(saved, tmp_path):
         assert row["integer_grid"] <= row["accuracy"]
     # both hold the raw weights
     assert rows["variables"]["accuracy"] == rows["train"]["accuracy"]
-    assert "integer grid" in proc.stdout
+    # progress (the library's log lines, plain) and the table, printed by eval.py
+    assert "shift robustness: variables (" in proc.stdout
+    assert "shift robustness: train (" in proc.stdout and "raw weights, step 7" in proc.stdout
+    assert "20 examples," in proc.stdout
+    assert "integer grid" in proc.stdout and "wrote " in proc.stdout
+
+
+def _eval_py(*args, tmp_path):
+    cmd = [sys.executable, str(REPO / "eval.py"), f"--config={REPO / 'configs' / 'digits.py'}"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    cmd += [*args, f"--workdir={tmp_path / 'out'}"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_eval_cli_reports_a_bad_checkpoint_in_one_line_with_exit_code_2(tmp_path):
+    proc = _eval_py(f"--checkpoint={tmp_path}", tmp_path=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path} is not a checkpoint eval.py can read"), last
+
+
+def test_eval_settings_errors_are_config_errors(tmp_path):
+    info, iterator, steps = fakes.fake_source(np.zeros((4, 32, 32, 3)), np.zeros(4, int))
+    cases = [
+        (dict(max_shift=0), "eval.max_shift must be >= 1"),
+        (dict(protocols=("integer",)), "unknown protocol 'integer'"),
+        (dict(protocols=("half_pixel_grid",), max_shift=1), "half_pixel_grid needs"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ev_lib.EvalConfigError, match=message):
+            ev_lib.run_shift_robustness(
+                config(**overrides),
+                [ev_lib.as_classifier(fakes.invariant_model)],
+                str(tmp_path / "out"),
+                info=info,
+                eval_iterator_fn=iterator,
+                eval_steps_fn=steps,
+            )
 
 
 def test_a_bad_checkpoint_path_fails_before_any_data_is_read(tmp_path):
@@ -225,6 +264,10 @@ def test_a_bad_checkpoint_path_fails_before_any_data_is_read(tmp_path):
 
     with pytest.raises(loading.CheckpointSpecError, match="not a checkpoint"):
         ev_lib.run_shift_robustness(
-            config(), [str(tmp_path)], str(tmp_path / "out"),
-            info=no_data, eval_iterator_fn=no_data, eval_steps_fn=no_data,
+            config(),
+            [str(tmp_path)],
+            str(tmp_path / "out"),
+            info=no_data,
+            eval_iterator_fn=no_data,
+            eval_steps_fn=no_data,
         )

@@ -323,10 +323,22 @@ def test_settings_and_protocol_selection():
     assert [p.name for p in ev_lib.build_protocols(ev, SIZE)] == list(ev_lib.PROTOCOL_NAMES)
     names = [p.name for p in ev_lib.build_protocols(ev, SIZE, "integer_grid,accuracy")]
     assert names == ["integer_grid", "accuracy"]
-    with pytest.raises(ValueError, match="unknown protocol"):
+    with pytest.raises(ev_lib.EvalConfigError, match="unknown protocol"):
         ev_lib.build_protocols(ev, SIZE, ["integer"])
-    with pytest.raises(ValueError, match="weights"):
+    with pytest.raises(ev_lib.EvalConfigError, match="weights"):
         ev_lib.build_protocols(settings(weights="best"), SIZE)
+    with pytest.raises(ev_lib.EvalConfigError, match="half_pixel_grid needs eval.max_shift >= 2"):
+        ev_lib.build_protocols(settings(max_shift=1), SIZE)
+    assert [
+        p.name for p in ev_lib.build_protocols(settings(max_shift=1), SIZE, ["integer_grid"])
+    ] == ["integer_grid"]
+
+
+def test_a_global_batch_the_devices_cannot_split_is_a_config_error():
+    images = fakes.impulse_images(np.zeros(12, int))
+    batches = fakes.eval_batches(images, np.zeros(12, int), 12)  # 12 rows on 8 devices
+    with pytest.raises(ev_lib.EvalConfigError, match="divisible by the 8 devices"):
+        ev_lib.evaluate(None, batches, [ev_lib.Accuracy()], engine=INVARIANT)
 
 
 def test_integer_and_half_pixel_together_is_counted_per_example():
