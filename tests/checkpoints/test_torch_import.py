@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -56,10 +57,12 @@ def test_afc_polynomial_coefficients_layout():
 def test_cached_filter_buffers_are_ignored_and_module_prefix_stripped():
     model = models.create("convnext_afc", **NANO)
     sd = random_state_dict(model)
+    plain = checkpoints.from_torch_state_dict(sd, model)
     sd["stages.0.0.mlp.lpf.rect"] = np.ones((14, 8), np.float32)
     sd["downsample_layers.1.2.filt.filt"] = np.ones((32, 1, 1, 1), np.float32)
     sd = {"module." + k: v for k, v in sd.items()}
-    checkpoints.from_torch_state_dict(sd, model)
+    imported = checkpoints.from_torch_state_dict(sd, model)
+    chex.assert_trees_all_equal(imported, plain)  # the extras change nothing
 
 
 def test_missing_unexpected_and_misshaped_keys_are_named():
