@@ -40,9 +40,9 @@ flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
 def _known_errors() -> tuple[type[Exception], ...]:
     """Mistakes in the flags, config, checkpoints or data: one line and exit code 2 (anything
     else is a bug and keeps its traceback)."""
-    from afc_jax import checkpoints, data, evaluation, models, parallel
+    from afc_jax import checkpoints, evaluation, models, parallel
 
-    return (
+    known = [
         evaluation.EvalConfigError,
         evaluation.CheckpointSpecError,
         evaluation.ModelMismatchError,
@@ -53,9 +53,11 @@ def _known_errors() -> tuple[type[Exception], ...]:
         checkpoints.CheckpointNotFoundError,
         checkpoints.NoTrainingCheckpointError,
         checkpoints.StateDictMismatchError,
-        data.DataError,
-        data.DatasetNotFoundError,
-    )
+    ]
+    data = sys.modules.get("afc_jax.data")  # only raised once imported; TensorFlow is slow
+    if data is not None:
+        known += [data.DataError, data.DatasetNotFoundError]
+    return tuple(known)
 
 
 def _print_summary(report) -> None:

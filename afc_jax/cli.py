@@ -26,6 +26,7 @@ NOISE = (
     "Variant folder ",  # TFDS, while a dataset is being prepared for the first time
     "Load dataset info from",  # TFDS (INFO)
     "Constructing tf.data.Dataset",  # TFDS (INFO)
+    "Given directory is read only",  # orbax, reading a training run's checkpoint (eval.py)
 )
 
 

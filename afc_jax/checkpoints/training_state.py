@@ -146,7 +146,8 @@ def read_only_manager(directory) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         _absolute(directory),
         item_handlers=ocp.StandardCheckpointHandler(),
-        options=ocp.CheckpointManagerOptions(read_only=True),
+        # the read-only values of these options stated, so that orbax does not warn it set them
+        options=ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False),
     )
 
 

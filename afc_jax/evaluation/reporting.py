@@ -200,14 +200,23 @@ def table_text(report: Mapping) -> str:
 
 
 def invariance_lines(report: Mapping) -> list[str]:
-    """One line per checkpoint whose test accuracy equals its accuracy on every circular-shift
-    grid that ran (certified invariance), for terminals."""
-    return [
-        f"{e['name']}: test accuracy = integer grid = half-pixel grid = fractional grid -> "
-        "certified invariance to circular shifts"
-        for e in report["checkpoints"].values()
-        if e.get("certified_invariant")
-    ]
+    """One line per checkpoint whose test accuracy equals its certified accuracy on every
+    circular-shift grid that ran (certified invariance), naming those, for terminals."""
+    lines = []
+    for e in report["checkpoints"].values():
+        if not e.get("certified_invariant"):
+            continue
+        ran = [
+            (title, e[key])
+            for key, title in TABLE_COLUMNS
+            if key in CIRCULAR and e.get(key) is not None
+        ]
+        equal = " = ".join(title for title, _ in ran)
+        lines.append(
+            f"{e['name']}: {equal} = {_fmt(ran[0][1])}% -> certified invariance to the "
+            "circular shifts of these grids"
+        )
+    return lines
 
 
 def _json_default(obj):

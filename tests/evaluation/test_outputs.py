@@ -271,3 +271,23 @@ def test_a_bad_checkpoint_path_fails_before_any_data_is_read(tmp_path):
             eval_iterator_fn=no_data,
             eval_steps_fn=no_data,
         )
+
+
+def test_terminal_summary_names_the_grids_that_ran():
+    def entry(name, invariant, **values):
+        empty = {key: None for key, _ in reporting.TABLE_COLUMNS}
+        return {"name": name, **empty, **values, "certified_invariant": invariant}
+
+    report = {
+        "checkpoints": {
+            "afc": entry("afc", True, accuracy=95.0, integer_grid=95.0),
+            "base": entry("base", False, accuracy=95.0, integer_grid=90.0, half_pixel_grid=80.5),
+        }
+    }
+    assert reporting.invariance_lines(report) == [
+        "afc: test accuracy = integer grid = 95.00% -> certified invariance to the circular "
+        "shifts of these grids"
+    ]
+    rows = reporting.table_text(report).splitlines()
+    assert rows[0].startswith("model  test accuracy  integer grid")
+    assert rows[2].split() == ["base", "95.00", "90.00", "80.50", "–", "–"]
