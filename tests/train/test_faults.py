@@ -317,6 +317,7 @@ def test_two_processes_agree_on_the_preemption_step_and_survive_a_dead_peer(tmp_
     stopped = [re.findall(r"preempted: checkpoint of step (\d+)", o) for o in outs]
     assert stopped[0] and stopped[0] == stopped[1], (stopped, outs[1][-2000:])
     step = int(stopped[0][0])
+    print(f"process 1 got SIGTERM after dispatching step {NOTICE_STEP}; both stopped at {step}")
     # prompt: a few steps after the notice (the sync point is the furthest process's next
     # check), with no evaluation finished at the stop step or later
     assert NOTICE_STEP <= step <= NOTICE_STEP + 3, (step, outs[0][-2000:])
