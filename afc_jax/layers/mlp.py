@@ -191,7 +191,9 @@ class AliasFreeMLP(_PointwiseMLP):
             def poly(p):
                 return a[0] + p * (a[1] + a[2] * p)
 
-            return dft.fine_grid_map(v.astype(ct), poly, impl=fi, layout=layout)
+            # v in the compute dtype: fine_grid_map computes in float32 and picks the
+            # products' precision from it (`dft.filter_precision`).
+            return dft.fine_grid_map(v, poly, impl=fi, layout=layout)
 
         if self.remat:
             fine = jax.checkpoint(fine)

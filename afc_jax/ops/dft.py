@@ -187,6 +187,28 @@ FILTER_IMPLS = ("fft", "matrix")
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
+def filter_precision(dtype) -> jax.lax.Precision:
+    """Precision of the filter-matrix products for an input of `dtype` (the compute dtype).
+
+    The products always take and return float32; the precision says how a TPU computes them
+    (CPUs ignore it). HIGHEST (float32-exact, 6 bfloat16 passes on a TPU) everywhere, except
+    for 16-bit compute on a TPU: DEFAULT (one bfloat16 pass). Measured (issue 12):
+    - invariance, TPU passes emulated on the CPU (`python -m benchmarks.tpu_precision`, nano AFC
+      at 64 px, max relative logit change over integer and half-pixel shifts): with bfloat16
+      compute 8.0e-3 for exact float32 filters, 6.8e-3 at HIGHEST or HIGH, 7.7e-3 at DEFAULT:
+      the bfloat16 activations set the error, the filters' precision does not;
+    - cost, TPU compiler (`python -m benchmarks.tpu_compile.mlp`: one AFC MLP at stage 1 of
+      AFC-T, 32 images on one v5e chip, forward + backward): HIGHEST and HIGH 5.13 GB
+      accessed, DEFAULT 3.87 GB (the split of float32 operands into bfloat16 parts is
+      materialised).
+    Float32 compute keeps HIGHEST: DEFAULT there moves float32 AFC logits by ~5e-3 under shifts
+    instead of ~2e-7.
+    """
+    if jnp.dtype(dtype).itemsize <= 2 and target_platform() == "tpu":
+        return jax.lax.Precision.DEFAULT
+    return HIGHEST
+
+
 def spatial_axes(layout: str) -> tuple[int, int]:
     """(H axis, W axis) of an array in `layout`: (-3, -2) for "nhwc", (-2, -1) for "nchw"."""
     if layout == "nhwc":
@@ -200,19 +222,19 @@ def _const(mat, ct):
     return None if mat is None else jnp.asarray(mat, ct)
 
 
-def _rows_last(y, mat):
+def _rows_last(y, mat, precision=HIGHEST):
     """y (..., n) -> (..., m) with y @ mat^T: one plain GEMM over every leading axis."""
-    return jnp.matmul(y, mat.T, precision=HIGHEST)
+    return jnp.matmul(y, mat.T, precision=precision)
 
 
-def _shared_lhs_bmm(mat, y):
+def _shared_lhs_bmm(mat, y, precision=HIGHEST):
     """mat (m, k) times every y[g] (k, n): a batched GEMM with the (tiny) matrix broadcast, so
     the operand keeps its memory layout (no transposes of the large array)."""
     lhs = jnp.broadcast_to(mat, (y.shape[0],) + mat.shape)
-    return jax.lax.dot_general(lhs, y, (((2,), (1,)), ((0,), (0,))), precision=HIGHEST)
+    return jax.lax.dot_general(lhs, y, (((2,), (1,)), ((0,), (0,))), precision=precision)
 
 
-def _nhwc_axis(y, mat, axis: str):
+def _nhwc_axis(y, mat, axis: str, precision=HIGHEST):
     """Applies mat along H or W of a (G, H, W, C) array.
 
     H: a batched GEMM over G with the matrix broadcast (G copies, tiny). W: the same over G*H
@@ -222,13 +244,13 @@ def _nhwc_axis(y, mat, axis: str):
     g, h, w, c = y.shape
     m = mat.shape[0]
     if axis == "h":
-        return _shared_lhs_bmm(mat, y.reshape(g, h, w * c)).reshape(g, m, w, c)
+        return _shared_lhs_bmm(mat, y.reshape(g, h, w * c), precision).reshape(g, m, w, c)
     if m <= c:
-        return _shared_lhs_bmm(mat, y.reshape(g * h, w, c)).reshape(g, h, m, c)
-    return jnp.einsum("ghwc,vw->ghvc", y, mat, precision=HIGHEST)
+        return _shared_lhs_bmm(mat, y.reshape(g * h, w, c), precision).reshape(g, h, m, c)
+    return jnp.einsum("ghwc,vw->ghvc", y, mat, precision=precision)
 
 
-def apply_separable(x, mat_h, mat_w, *, layout: str = "nhwc"):
+def apply_separable(x, mat_h, mat_w, *, layout: str = "nhwc", precision=None):
     """`A_h X A_w^T` on every (H, W) slice of x.
 
     Args:
@@ -236,6 +258,7 @@ def apply_separable(x, mat_h, mat_w, *, layout: str = "nhwc"):
       mat_h: (H_out, H) matrix or None (identity).
       mat_w: (W_out, W) matrix or None (identity).
       layout: where the spatial axes are.
+      precision: of the products (default `filter_precision(x.dtype)`).
 
     Returns:
       Array of the input dtype with H, W replaced by H_out, W_out, computed in float32 (float64
@@ -246,6 +269,7 @@ def apply_separable(x, mat_h, mat_w, *, layout: str = "nhwc"):
     if x.ndim < -ax_h:
         raise ValueError(f"apply_separable expects a {layout} array, got shape {x.shape}")
     ct = _compute_dtype(x.dtype)
+    prec = filter_precision(x.dtype) if precision is None else precision
     y = x.astype(ct)
     mh, mw = _const(mat_h, ct), _const(mat_w, ct)
     if layout == "nhwc":
@@ -259,13 +283,13 @@ def apply_separable(x, mat_h, mat_w, *, layout: str = "nhwc"):
         steps = [("h", mh), ("w", mw)] if h_first else [("w", mw), ("h", mh)]
         for axis, mat in steps:
             if mat is not None:
-                y = _nhwc_axis(y, mat, axis)
+                y = _nhwc_axis(y, mat, axis, prec)
         y = y.reshape(lead + y.shape[1:])
     else:
         if mw is not None:
-            y = _rows_last(y, mw)
+            y = _rows_last(y, mw, prec)
         if mh is not None:
-            y = jnp.einsum("...hv,uh->...uv", y, mh, precision=HIGHEST)
+            y = jnp.einsum("...hv,uh->...uv", y, mh, precision=prec)
     return y.astype(x.dtype)
 
 
@@ -389,13 +413,15 @@ def fine_grid_map(v, fn, *, impl: str = "matrix", layout: str = "nhwc", grid=Non
         if layout == "nchw":
             # Every product is a plain GEMM on the last axis; the map is transposed twice
             # (W-first orientation on the fine grid, where fn does not care).
-            t = jnp.swapaxes(_rows_last(y, uw), -1, -2)  # (..., Mw, H)
-            p = _rows_last(t, uh)  # (..., Mw, Mh)
-            t = jnp.swapaxes(_rows_last(fn(p), dh), -1, -2)  # (..., H, Mw)
-            out = _rows_last(t, dw)
+            prec = filter_precision(v.dtype)
+            t = jnp.swapaxes(_rows_last(y, uw, prec), -1, -2)  # (..., Mw, H)
+            p = _rows_last(t, uh, prec)  # (..., Mw, Mh)
+            t = jnp.swapaxes(_rows_last(fn(p), dh, prec), -1, -2)  # (..., H, Mw)
+            out = _rows_last(t, dw, prec)
         else:
-            p = apply_separable(y, uh, uw, layout=layout)
-            out = apply_separable(fn(p), dh, dw, layout=layout)
+            prec = filter_precision(v.dtype)
+            p = apply_separable(y, uh, uw, layout=layout, precision=prec)
+            out = apply_separable(fn(p), dh, dw, layout=layout, precision=prec)
     else:
         raise ValueError(f"unknown filter implementation {impl!r}; choose one of {FILTER_IMPLS}")
     return out.astype(v.dtype)
@@ -551,10 +577,18 @@ def choose_layout(size: int, channels: int, impl: str = "matrix", backend=None) 
     every transform). Matrix: "nchw" (each filter a plain GEMM on the last axis, two transposes
     of the fine map) for maps of 40 px and more, "nhwc" (batched GEMMs in place, no transposes)
     for smaller maps, where the transposes cost more than they save. Measured on the CPU at
-    the four ConvNeXt-T stages (`python -m benchmarks.run --sections mlp`).
+    the four ConvNeXt-T stages (`python -m benchmarks.run --sections mlp`). On a TPU (`backend`,
+    default the target platform): "nchw" at every size. TPU compiler, one AFC MLP forward +
+    backward, 32 images on one v5e chip, bfloat16 (`python -m benchmarks.tpu_compile.mlp
+    --layout nchw|nhwc`): GB accessed at the ConvNeXt-T stages (56, 28, 14, 7 px) nchw 3.87,
+    2.25, 1.15, 0.77; nhwc 9.2 (at HIGHEST filter precision; 5.1 for nchw there), 4.22, 2.09,
+    1.33.
     """
-    del channels, backend
+    del channels
     if impl == "fft":
+        return "nchw"
+    platform = normalize_platform(backend) if backend else target_platform()
+    if platform == "tpu":
         return "nchw"
     return "nchw" if size >= 40 else "nhwc"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from afc_jax.layers.conv import resolve_depthwise_impl
@@ -36,6 +37,21 @@ def test_auto_choices_decide_for_the_target():
     with targeting("cpu"):
         assert resolve_depthwise_impl("auto") == "shift_add"
         assert dft.choose_filter_impl("lowpass", 512, 3) == "fft"
+
+
+def test_tpu_layout_and_filter_precision():
+    # TPU compiler measurements (afc_jax.ops.dft docstrings): NCHW at every size; one bfloat16
+    # pass for the filter products under 16-bit compute; elsewhere HIGHEST.
+    assert dft.choose_layout(14, 384, backend="cpu") == "nhwc"
+    assert dft.choose_layout(14, 384, backend="tpu") == "nchw"
+    highest, default = jax.lax.Precision.HIGHEST, jax.lax.Precision.DEFAULT
+    with targeting("tpu"):
+        assert dft.choose_layout(14, 384) == "nchw"
+        assert dft.filter_precision(jnp.bfloat16) == default
+        assert dft.filter_precision(jnp.float32) == highest
+    for platform in ("cpu", "gpu"):
+        with targeting(platform):
+            assert dft.filter_precision(jnp.bfloat16) == highest
 
 
 def test_unknown_platform_is_an_error():
