@@ -42,6 +42,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     cli.quiet_logs(verbose=cli.verbosity_requested())  # -v 0 brings INFO lines back
+    cli.show_progress_logs()  # the training loop's progress lines
     import jax
 
     cli.initialize_distributed(

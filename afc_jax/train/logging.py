@@ -1,16 +1,22 @@
-"""Metrics to a JSON-lines file and TensorBoard (process 0 only), and console progress."""
+"""Metrics to a JSON-lines file and TensorBoard (process 0 only), and progress lines.
+
+Progress goes to the `afc_jax.train` logger at INFO (entry points show it with
+`afc_jax.cli.show_progress_logs`); the library itself never prints.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-import sys
 import time
 
 import jax
 
 from afc_jax.train.workdir import JsonLines
+
+_log = logging.getLogger("afc_jax.train")
 
 
 class MetricWriter:
@@ -29,7 +35,7 @@ class MetricWriter:
 
                 self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
             except Exception as exc:  # TensorBoard is optional; metrics.jsonl is the record
-                print(f"TensorBoard logging disabled: {exc}", file=sys.stderr)
+                _log.warning("TensorBoard logging disabled: %s", exc)
 
     def write(self, step: int, scalars: dict) -> None:
         if not self.enabled:
@@ -48,7 +54,7 @@ class MetricWriter:
                         tf.summary.scalar(k, float(v))
                 self._tb.flush()
             except Exception as exc:  # never let TensorBoard stop a run; metrics.jsonl has it
-                print(f"TensorBoard logging disabled: {exc}", file=sys.stderr)
+                _log.warning("TensorBoard logging disabled: %s", exc)
                 self._tb = None
 
     def close(self) -> None:
@@ -87,5 +93,6 @@ def _fmt_seconds(s: float) -> str:
 
 
 def log(msg: str) -> None:
+    """A progress line (process 0 only)."""
     if jax.process_index() == 0:
-        print(msg, flush=True)
+        _log.info(msg)

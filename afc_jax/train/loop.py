@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import os
-import sys
 import time
 from typing import Any
 
@@ -40,6 +40,8 @@ from afc_jax.train.logging import MetricWriter, Progress, log
 from afc_jax.train.programs import build_programs
 from afc_jax.train.state import TrainState
 from afc_jax.train.stopping import WATCHDOG_EXIT_CODE, PreemptionWatcher, Watchdog
+
+_log = logging.getLogger(__name__)
 
 # Exit codes of train.py, so that schedulers can tell "retry" from "fix something".
 CONFIG_EXIT_CODE = 2  # ConfigError / DataError / DatasetNotFoundError / CheckpointMismatchError
@@ -198,7 +200,7 @@ def _dump_batch(config, workdir: str, step: int, metrics: dict) -> str | None:
         )
         return path
     except Exception as exc:  # noqa: BLE001  (never hide the real error behind this one)
-        print(f"could not save the batch of step {step}: {exc}", file=sys.stderr)
+        _log.warning("could not save the batch of step %d: %s", step, exc)
         return None
 
 
@@ -492,7 +494,7 @@ def _close(failure, watcher, watchdog, checkpoints, trainer) -> None:
     except Exception as exc:
         if failure is None:
             raise
-        print(f"while stopping: {checkpointing._describe(exc)}", file=sys.stderr)
+        _log.warning("while stopping: %s", checkpointing._describe(exc))
     finally:
         if trainer is not None:
             trainer.writer.close()
