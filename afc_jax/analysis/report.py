@@ -81,7 +81,7 @@ def plot_layer_errors(reports: Sequence[Mapping], path, shift: str = "half_pixel
     from matplotlib.figure import Figure
 
     names = [row["name"] for row in max(reports, key=lambda r: len(r["layers"]))["layers"]]
-    fig = Figure(figsize=(max(8, 0.22 * len(names)), 4.8), layout="constrained")
+    fig = Figure(figsize=(max(8, 0.22 * len(names)) + 2.5, 4.8), layout="constrained")
     ax = fig.add_subplot()
     for r in reports:
         pos = {row["name"]: row["errors"][shift] for row in r["layers"]}
@@ -91,7 +91,7 @@ def plot_layer_errors(reports: Sequence[Mapping], path, shift: str = "half_pixel
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     ax.set_ylabel(f"equivariance error ({shift.replace('_', '-')} shift)")
     ax.axhline(1e-5, color="gray", lw=0.6, ls=":")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Where each network aliases (1e-5: float32 round-off level)")
     return _save(fig, path)
 
