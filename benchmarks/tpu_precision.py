@@ -32,6 +32,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from afc_jax import models, ops
+from afc_jax.ops import dft
 from afc_jax.ops.platform import targeting
 from benchmarks.models import random_params
 
@@ -153,8 +154,15 @@ def measure(model_size: str, size: int, batch: int = 2, log=print) -> list[dict]
     for dtype, policies in ((jnp.float32, POLICIES_F32), (jnp.bfloat16, POLICIES_BF16)):
         model = models.create("convnext_afc", num_classes=10, dtype=dtype, **SIZES[model_size])
         params = random_params(model, size, seed=5)
-        with targeting("tpu"):  # the TPU's choices: native depthwise conv, matrix filters
-            closed = jax.make_jaxpr(lambda p, x, m=model: m.apply({"params": p}, x))(params, x)
+        # The TPU's choices (native depthwise conv, matrix filters, NCHW fine grids), with the
+        # filter products traced as float32 HIGHEST products so that the policy under test,
+        # not `dft.filter_precision`, decides how they are rounded.
+        policy_fn, dft.filter_precision = dft.filter_precision, lambda dtype: dft.HIGHEST
+        try:
+            with targeting("tpu"):
+                closed = jax.make_jaxpr(lambda p, x, m=model: m.apply({"params": p}, x))(params, x)
+        finally:
+            dft.filter_precision = policy_fn
         p_leaves = jax.tree_util.tree_leaves(params)
         exact = None
         for label, policy in policies:

@@ -195,12 +195,13 @@ def filter_precision(dtype) -> jax.lax.Precision:
     for 16-bit compute on a TPU: DEFAULT (one bfloat16 pass). Measured (issue 12):
     - invariance, TPU passes emulated on the CPU (`python -m benchmarks.tpu_precision`, nano AFC
       at 64 px, max relative logit change over integer and half-pixel shifts): with bfloat16
-      compute 8.0e-3 for exact float32 filters, 6.8e-3 at HIGHEST or HIGH, 7.7e-3 at DEFAULT:
-      the bfloat16 activations set the error, the filters' precision does not;
+      compute 8.0e-3 for exact float32 filters, 6.8-8.0e-3 at HIGHEST, 6.8e-3 at HIGH,
+      6.8-7.7e-3 at DEFAULT (two runs): the bfloat16 activations set the error, the filters'
+      precision does not;
     - cost, TPU compiler (`python -m benchmarks.tpu_compile.mlp`: one AFC MLP at stage 1 of
       AFC-T, 32 images on one v5e chip, forward + backward): HIGHEST and HIGH 5.13 GB
       accessed, DEFAULT 3.87 GB (the split of float32 operands into bfloat16 parts is
-      materialised).
+      materialised), 3.51 GB with bfloat16 operands and intermediates (`_operand_dtype`).
     Float32 compute keeps HIGHEST: DEFAULT there moves float32 AFC logits by ~5e-3 under shifts
     instead of ~2e-7.
     """
@@ -222,16 +223,34 @@ def _const(mat, ct):
     return None if mat is None else jnp.asarray(mat, ct)
 
 
-def _rows_last(y, mat, precision=HIGHEST):
-    """y (..., n) -> (..., m) with y @ mat^T: one plain GEMM over every leading axis."""
-    return jnp.matmul(y, mat.T, precision=precision)
+def _operand_dtype(precision, ct):
+    """bfloat16 operands for one-pass (DEFAULT) products: the pass rounds them to bfloat16
+    anyway, and storing them so halves the bytes of every intermediate; else `ct`."""
+    return jnp.bfloat16 if precision == jax.lax.Precision.DEFAULT else ct
+
+
+def _acc(dtype):
+    """Accumulator dtype of a product of `dtype` operands: float32, float64 for float64."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _rows_last(y, mat, precision=HIGHEST, out=None):
+    """y (..., n) -> (..., m) with y @ mat^T: one plain GEMM over every leading axis.
+
+    Accumulates in float32; returns `out` (default y's dtype)."""
+    r = jnp.matmul(y, mat.T, precision=precision, preferred_element_type=_acc(y.dtype))
+    return r.astype(out or y.dtype)
 
 
 def _shared_lhs_bmm(mat, y, precision=HIGHEST):
     """mat (m, k) times every y[g] (k, n): a batched GEMM with the (tiny) matrix broadcast, so
     the operand keeps its memory layout (no transposes of the large array)."""
     lhs = jnp.broadcast_to(mat, (y.shape[0],) + mat.shape)
-    return jax.lax.dot_general(lhs, y, (((2,), (1,)), ((0,), (0,))), precision=precision)
+    r = jax.lax.dot_general(
+        lhs, y, (((2,), (1,)), ((0,), (0,))), precision=precision,
+        preferred_element_type=_acc(y.dtype),
+    )
+    return r.astype(y.dtype)
 
 
 def _nhwc_axis(y, mat, axis: str, precision=HIGHEST):
@@ -247,7 +266,10 @@ def _nhwc_axis(y, mat, axis: str, precision=HIGHEST):
         return _shared_lhs_bmm(mat, y.reshape(g, h, w * c), precision).reshape(g, m, w, c)
     if m <= c:
         return _shared_lhs_bmm(mat, y.reshape(g * h, w, c), precision).reshape(g, h, m, c)
-    return jnp.einsum("ghwc,vw->ghvc", y, mat, precision=precision)
+    r = jnp.einsum(
+        "ghwc,vw->ghvc", y, mat, precision=precision, preferred_element_type=_acc(y.dtype)
+    )
+    return r.astype(y.dtype)
 
 
 def apply_separable(x, mat_h, mat_w, *, layout: str = "nhwc", precision=None):
@@ -270,6 +292,7 @@ def apply_separable(x, mat_h, mat_w, *, layout: str = "nhwc", precision=None):
         raise ValueError(f"apply_separable expects a {layout} array, got shape {x.shape}")
     ct = _compute_dtype(x.dtype)
     prec = filter_precision(x.dtype) if precision is None else precision
+    ct = _operand_dtype(prec, ct)
     y = x.astype(ct)
     mh, mw = _const(mat_h, ct), _const(mat_w, ct)
     if layout == "nhwc":
@@ -289,7 +312,9 @@ def apply_separable(x, mat_h, mat_w, *, layout: str = "nhwc", precision=None):
         if mw is not None:
             y = _rows_last(y, mw, prec)
         if mh is not None:
-            y = jnp.einsum("...hv,uh->...uv", y, mh, precision=prec)
+            y = jnp.einsum(
+                "...hv,uh->...uv", y, mh, precision=prec, preferred_element_type=_acc(y.dtype)
+            ).astype(y.dtype)
     return y.astype(x.dtype)
 
 
@@ -406,20 +431,24 @@ def fine_grid_map(v, fn, *, impl: str = "matrix", layout: str = "nhwc", grid=Non
         p = fourier_resize(y, (mh, mw), layout=layout)
         out = spectral_crop(fn(p), (h, w), layout=layout)
     elif impl == "matrix":
-        uh = jnp.asarray(resample_matrix(h, mh), ct)
-        uw = jnp.asarray(resample_matrix(w, mw), ct)
-        dh = jnp.asarray(band_resample_matrix(mh, h), ct)
-        dw = jnp.asarray(band_resample_matrix(mw, w), ct)
+        prec = filter_precision(v.dtype)
         if layout == "nchw":
             # Every product is a plain GEMM on the last axis; the map is transposed twice
-            # (W-first orientation on the fine grid, where fn does not care).
-            prec = filter_precision(v.dtype)
-            t = jnp.swapaxes(_rows_last(y, uw, prec), -1, -2)  # (..., Mw, H)
-            p = _rows_last(t, uh, prec)  # (..., Mw, Mh)
-            t = jnp.swapaxes(_rows_last(fn(p), dh, prec), -1, -2)  # (..., H, Mw)
-            out = _rows_last(t, dw, prec)
+            # (W-first orientation on the fine grid, where fn does not care). fn sees the
+            # float32 accumulator; operands are `_operand_dtype` (bfloat16 for one pass).
+            od = _operand_dtype(prec, ct)
+            uh, uw = (jnp.asarray(resample_matrix(n, m), od) for n, m in ((h, mh), (w, mw)))
+            dh, dw = (jnp.asarray(band_resample_matrix(m, n), od) for n, m in ((h, mh), (w, mw)))
+            t = jnp.swapaxes(_rows_last(y.astype(od), uw, prec), -1, -2)  # (..., Mw, H)
+            p = _rows_last(t, uh, prec, out=ct)  # (..., Mw, Mh)
+            q = fn(p).astype(od)
+            t = jnp.swapaxes(_rows_last(q, dh, prec), -1, -2)  # (..., H, Mw)
+            out = _rows_last(t, dw, prec, out=ct)
         else:
-            prec = filter_precision(v.dtype)
+            uh = jnp.asarray(resample_matrix(h, mh), ct)
+            uw = jnp.asarray(resample_matrix(w, mw), ct)
+            dh = jnp.asarray(band_resample_matrix(mh, h), ct)
+            dw = jnp.asarray(band_resample_matrix(mw, w), ct)
             p = apply_separable(y, uh, uw, layout=layout, precision=prec)
             out = apply_separable(fn(p), dh, dw, layout=layout, precision=prec)
     else:

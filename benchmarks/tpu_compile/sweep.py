@@ -44,11 +44,10 @@ FIT_LADDER = (
 
 
 def plan(only: str | None) -> list[tuple[str, str]]:
-    """(topology, model) pairs: the other families on the v5e pod by size, then AFC, then the
-    v5p/v6e rows."""
-    others = [f for f in FAMILIES if f != "convnext_afc"]
-    runs = [(POD, f"{f}_{s}") for s in SIZES for f in others]
-    runs += [(POD, f"convnext_afc_{s}") for s in SIZES]
+    """(topology, model) pairs: the four tiny models on the v5e pod (baseline and AFC first),
+    then the larger sizes, then the v5p/v6e rows."""
+    runs = [(POD, f"{f}_tiny") for f in FAMILIES[1::-1] + FAMILIES[2:]]
+    runs += [(POD, f"{f}_{s}") for s in SIZES[1:] for f in FAMILIES]
     topos, fams, sizes = EXTRA
     runs += [(t, f"{f}_{s}") for t in topos for s in sizes for f in fams[::-1]]
     return [r for r in runs if only is None or r[0] == only]
@@ -79,7 +78,11 @@ def write_markdown(results: list[dict], failures: list[dict], path: str, header:
         "temporaries - aliased (`memory_analysis`), roofline = max(FLOPs / peak, bytes / HBM "
         "bandwidth) with the chip's public figures (`benchmarks/tpu_compile/chips.py`); (c) "
         "compute-bound, (m) memory-bound. Setting: what was needed to fit (default: the "
-        "config as it is).",
+        "config as it is). bfloat16 compute, so the AFC filter products run at one bfloat16 "
+        "pass (`afc_jax.ops.dft.filter_precision`, measured in `benchmarks/README.md`, "
+        '"TPU numerics"); pointwise layers and convolutions at `model.precision=None` '
+        '(DEFAULT). The TPU\'s own "auto" choices throughout (native depthwise conv, matrix '
+        "filters, NCHW fine grids).",
         "",
         "| model | topology | imgs/chip | setting | train TFLOP | train GB accessed | "
         "train HBM GB / cap | fits | roofline ms | eval HBM GB | eval fits | compile s |",
@@ -89,6 +92,10 @@ def write_markdown(results: list[dict], failures: list[dict], path: str, header:
     if failures:
         lines += ["", "Not compiled / not fitting:", ""]
         lines += [f"- {f['model']} on {f['topology']}: {f['reason']}" for f in failures]
+    done = {(r["topology"], r["model"]) for r in results + failures}
+    missing = [f"{m} on {t}" for t, m in plan(None) if (t, m) not in done]
+    if missing:
+        lines += ["", "Not compiled yet (run the sweep again to add them): " + ", ".join(missing)]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -123,11 +130,15 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--only", default=None, help="one topology")
     p.add_argument("--timeout", type=int, default=3600, help="per compile command, seconds")
+    p.add_argument("--render", action="store_true", help="only rewrite the markdown")
     args = p.parse_args()
     json_path = os.path.join(args.out, "tpu_compile.json")
     md_path = os.path.join(args.out, "tpu_compile.md")
     saved = json.load(open(json_path)) if os.path.exists(json_path) else {}
     results, failures = saved.get("results", []), saved.get("failures", [])
+    if args.render:
+        write_markdown(results, failures, md_path, saved.get("header", ""))
+        return
     done = {(r["topology"], r["model"]) for r in results + failures}
     tmp = os.path.join(args.out, ".tpu_compile_tmp.json")
     for topology, model in plan(args.only):

@@ -1,4 +1,4 @@
-""""auto" choices follow the target platform (`afc_jax.ops.platform`), not the host's backend."""
+""" "auto" choices follow the target platform (`afc_jax.ops.platform`), not the host's backend."""
 
 from __future__ import annotations
 
@@ -52,6 +52,31 @@ def test_tpu_layout_and_filter_precision():
     for platform in ("cpu", "gpu"):
         with targeting(platform):
             assert dft.filter_precision(jnp.bfloat16) == highest
+
+
+def test_one_pass_filters_on_a_tpu_take_bfloat16_operands_and_stay_accurate():
+    # Under 16-bit compute on a TPU the filter products get bfloat16 operands (what one
+    # DEFAULT pass rounds them to anyway) and float32 accumulators: bfloat16-level accuracy.
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal((2, 4, 12, 12)).astype(np.float32)
+    ref = dft.fine_grid_map(jnp.asarray(x), lambda p: p * p, layout="nchw")
+    sep = dft.apply_separable(jnp.asarray(x), dft.upsample_matrix(12, 2), None, layout="nchw")
+    with targeting("tpu"):
+        lowp = dft.fine_grid_map(jnp.asarray(x, jnp.bfloat16), lambda p: p * p, layout="nchw")
+        lows = dft.apply_separable(
+            jnp.asarray(x, jnp.bfloat16), dft.upsample_matrix(12, 2), None, layout="nchw"
+        )
+        text = (
+            jax.jit(lambda v: dft.fine_grid_map(v, lambda p: p * p, layout="nchw"))
+            .lower(jnp.asarray(x, jnp.bfloat16))
+            .as_text()
+        )
+    assert lowp.dtype == lows.dtype == jnp.bfloat16
+    for low, high in ((lowp, ref), (lows, sep)):
+        err = np.max(np.abs(np.asarray(low, np.float32) - high)) / np.max(np.abs(high))
+        assert err < 3e-2, err
+    assert "bf16" in text and "f32" in text  # bfloat16 operands, float32 accumulators
 
 
 def test_unknown_platform_is_an_error():
