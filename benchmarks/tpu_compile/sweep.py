@@ -45,9 +45,11 @@ FIT_LADDER = (
 
 def plan(only: str | None) -> list[tuple[str, str]]:
     """(topology, model) pairs: the four tiny models on the v5e pod (baseline and AFC first),
-    then the larger sizes, then the v5p/v6e rows."""
+    AFC-XL, then the other sizes, then the v5p/v6e rows."""
     runs = [(POD, f"{f}_tiny") for f in FAMILIES[1::-1] + FAMILIES[2:]]
+    runs += [(POD, "convnext_afc_xlarge")]  # the one most likely not to fit
     runs += [(POD, f"{f}_{s}") for s in SIZES[1:] for f in FAMILIES]
+    runs = list(dict.fromkeys(runs))
     topos, fams, sizes = EXTRA
     runs += [(t, f"{f}_{s}") for t in topos for s in sizes for f in fams[::-1]]
     return [r for r in runs if only is None or r[0] == only]
