@@ -161,7 +161,10 @@ def main(argv):
     unknown = sorted(set(_RUNGS.value) - set(RUNGS))
     if unknown:
         raise app.UsageError(f"unknown rungs {unknown}; choose from {', '.join(RUNGS)}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from afc_jax import cli
+
+    cli.quiet_logs(verbose=cli.verbosity_requested())  # -v 0 brings the libraries' INFO back
+    cli.show_progress_logs()  # training and evaluation progress lines
     t0 = time.time()
     workdirs = train_all()
     shift = shift_robustness(workdirs)
