@@ -1,7 +1,7 @@
 """Official PyTorch state dict -> Flax variables, for every family and size.
 
-The key table is derived from the model's `FamilySpec.torch_layout` and its depths, so one
-function serves all four families. Layout conversions:
+The key table is derived from the family's key layout (`torch_layout.layout_of`) and its
+depths, so one function serves every family. Layout conversions:
 
 - Conv2d weight (out, in/groups, kh, kw) -> Flax kernel (kh, kw, in/groups, out);
 - Linear weight (out, in) -> Dense kernel (in, out);
@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from afc_jax.checkpoints.torch_layout import layout_of
 from afc_jax.models.convnext import ConvNeXt
 
 IGNORED_SUFFIXES = (".rect", ".filt.filt")
@@ -64,7 +65,7 @@ def _torch_shape(kind: str, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def torch_key_mapping(model: ConvNeXt) -> list[KeyMapping]:
     """Every parameter of `model` with its official state-dict key."""
-    layout = model.family.torch_layout
+    layout = layout_of(model.family)
     out: list[KeyMapping] = []
 
     def add(prefix: str, path: tuple[str, ...], kind_of_weight: str, weight="weight", bias="bias"):
@@ -230,7 +231,7 @@ def torch_buffers(model: ConvNeXt) -> dict[str, np.ndarray]:
     if family.downsampling not in ("subsample", "blur"):
         return {}
     taps = 1 if family.downsampling == "subsample" else family.blur_size
-    layout = family.torch_layout
+    layout = layout_of(family)
 
     def after(key: str, step: int) -> str:
         prefix, _, index = key.rpartition(".")

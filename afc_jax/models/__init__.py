@@ -16,7 +16,6 @@ from afc_jax.models.families import (
     FAMILIES,
     SIZES,
     FamilySpec,
-    TorchLayout,
 )
 from afc_jax.models.registry import available_models, create, parse_name
 
@@ -32,7 +31,6 @@ __all__ = [
     "ModelConfigError",
     "SIZES",
     "TOTAL_STRIDE",
-    "TorchLayout",
     "available_models",
     "create",
     "from_config",

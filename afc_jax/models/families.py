@@ -4,9 +4,9 @@ Besides the four main families, the ablation ladder between the circular baselin
 (spec §11) is registered: each rung is the baseline or AFC with one or two fields changed
 (`dataclasses.replace`), so adding a rung is a few lines at the end of this file.
 
-A `FamilySpec` says which stem, downsampling, normalisation, MLP and padding a family uses, and
-where the official PyTorch state dict keeps each parameter (`TorchLayout`, used by
-`afc_jax.checkpoints`). The network itself is written once, in `afc_jax.models.convnext`.
+A `FamilySpec` says which stem, downsampling, normalisation, MLP and padding a family uses. The
+network itself is written once, in `afc_jax.models.convnext`; where the official PyTorch state
+dict keeps each parameter is `afc_jax.checkpoints.torch_layout`.
 """
 
 from __future__ import annotations
@@ -20,19 +20,6 @@ DOWNSAMPLING_KINDS = ("strided", "subsample", "blur", "ideal", "aps")
 MLP_KINDS = ("gelu", "alias_free", "poly_1x", "gelu_2x")
 POLYNOMIAL_MLPS = ("alias_free", "poly_1x")
 PADDING_KINDS = ("zeros", "circular")
-
-
-@dataclasses.dataclass(frozen=True)
-class TorchLayout:
-    """Official state-dict key prefixes; `{i}` is the stage, `{j}` the block."""
-
-    stem_conv: str
-    stem_norm: str
-    downsample_norm: str
-    downsample_conv: str
-    block_dwconv: str
-    block_prefix: str  # prefix of pwconv1/act/pwconv2 inside a block
-    stem_poly: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +40,6 @@ class FamilySpec:
       mlp: "gelu", "alias_free" (polynomial at 2x resolution), "poly_1x" (the polynomial at
         1x) or "gelu_2x" (GELU on the 2x grid between ideal up- and down-sampling).
       dw_padding: padding of the 7x7 depthwise conv.
-      torch_layout: where the official PyTorch model stores each parameter.
       blur_size: taps of the binomial blur when `downsampling` is "blur".
     """
 
@@ -64,7 +50,6 @@ class FamilySpec:
     norm: str
     mlp: str
     dw_padding: str
-    torch_layout: TorchLayout
     blur_size: int = 3
 
     @property
@@ -83,18 +68,9 @@ class FamilySpec:
                 raise ValueError(f"FamilySpec.{field} must be one of {allowed}")
         if (self.stem == "strided") != (self.downsampling == "strided"):
             raise ValueError("a strided stem goes with strided downsampling and vice versa")
-        if self.stem_polynomial != (self.torch_layout.stem_poly is not None):
-            raise ValueError("torch_layout.stem_poly must be set iff stem_polynomial is True")
         if self.blur_size < 1:
             raise ValueError(f"FamilySpec.blur_size must be >= 1, got {self.blur_size}")
 
-
-_CIRCULAR_LAYOUT = dict(
-    stem_conv="downsample_layers.0.0.1",
-    downsample_norm="downsample_layers.{i}.0",
-    downsample_conv="downsample_layers.{i}.1.1",
-    block_dwconv="stages.{i}.{j}.dwconv.1",
-)
 
 CONVNEXT_AFC = FamilySpec(
     name="convnext_afc",
@@ -104,12 +80,6 @@ CONVNEXT_AFC = FamilySpec(
     norm="CHW2",
     mlp="alias_free",
     dw_padding="circular",
-    torch_layout=TorchLayout(
-        **_CIRCULAR_LAYOUT,
-        stem_poly="downsample_layers.0.1",
-        stem_norm="downsample_layers.0.3",
-        block_prefix="stages.{i}.{j}.mlp.",
-    ),
 )
 
 CONVNEXT_BASELINE_CIRCULAR = FamilySpec(
@@ -120,11 +90,6 @@ CONVNEXT_BASELINE_CIRCULAR = FamilySpec(
     norm="C",
     mlp="gelu",
     dw_padding="circular",
-    torch_layout=TorchLayout(
-        **_CIRCULAR_LAYOUT,
-        stem_norm="downsample_layers.0.2",
-        block_prefix="stages.{i}.{j}.mlp.",
-    ),
 )
 
 CONVNEXT_APS = FamilySpec(
@@ -135,11 +100,6 @@ CONVNEXT_APS = FamilySpec(
     norm="C",
     mlp="gelu",
     dw_padding="circular",
-    torch_layout=TorchLayout(
-        **_CIRCULAR_LAYOUT,
-        stem_norm="downsample_layers.0.3",
-        block_prefix="stages.{i}.{j}.",
-    ),
 )
 
 CONVNEXT = FamilySpec(
@@ -150,14 +110,6 @@ CONVNEXT = FamilySpec(
     norm="C",
     mlp="gelu",
     dw_padding="zeros",
-    torch_layout=TorchLayout(
-        stem_conv="downsample_layers.0.0",
-        stem_norm="downsample_layers.0.1",
-        downsample_norm="downsample_layers.{i}.0",
-        downsample_conv="downsample_layers.{i}.1",
-        block_dwconv="stages.{i}.{j}.dwconv",
-        block_prefix="stages.{i}.{j}.",
-    ),
 )
 
 
@@ -166,20 +118,13 @@ def ablation(base: FamilySpec, name: str, **changes) -> FamilySpec:
     return dataclasses.replace(base, name=name, **changes)
 
 
-# Without the stem polynomial the stem norm moves up one index in the official Sequential.
-_NO_STEM_POLY_LAYOUT = dataclasses.replace(
-    CONVNEXT_AFC.torch_layout, stem_poly=None, stem_norm="downsample_layers.0.2"
-)
-
 # The ablation ladder (spec §11), from the circular baseline towards AFC.
 _BASELINE = CONVNEXT_BASELINE_CIRCULAR
 CONVNEXT_BLURPOOL = ablation(_BASELINE, "convnext_blurpool", downsampling="blur")
 CONVNEXT_IDEAL_LPF = ablation(_BASELINE, "convnext_ideal_lpf", downsampling="ideal")
 CONVNEXT_IDEAL_LPF_AFLN = ablation(CONVNEXT_IDEAL_LPF, "convnext_ideal_lpf_afln", norm="CHW2")
 CONVNEXT_AFC_POLY1X = ablation(CONVNEXT_AFC, "convnext_afc_poly1x", mlp="poly_1x")
-CONVNEXT_AFC_NOSTEM = ablation(
-    CONVNEXT_AFC, "convnext_afc_nostem", stem_polynomial=False, torch_layout=_NO_STEM_POLY_LAYOUT
-)
+CONVNEXT_AFC_NOSTEM = ablation(CONVNEXT_AFC, "convnext_afc_nostem", stem_polynomial=False)
 CONVNEXT_AFC_LN_C = ablation(CONVNEXT_AFC, "convnext_afc_ln_c", norm="C")
 # Not an official rung: GELU on the 2x grid (the alias-free GAN treatment). GELU is not
 # band-limited, so this reduces aliasing but cannot remove it: the answer to "why polynomials".

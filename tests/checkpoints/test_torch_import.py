@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import chex
@@ -11,6 +12,7 @@ import pytest
 
 from afc_jax import checkpoints, models
 from afc_jax.checkpoints.torch_import import abstract_params, torch_buffers
+from afc_jax.checkpoints.torch_layout import LAYOUTS, layout_of
 from tests.helpers import official_fixture, random_variables
 
 NANO = dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=10)
@@ -28,7 +30,7 @@ def test_round_trip_and_layouts(family):
     sd = random_state_dict(model)
     variables = checkpoints.from_torch_state_dict(sd, model)
     np.testing.assert_array_equal(variables["params"]["head"]["kernel"], sd["head.weight"].T)
-    conv = model.family.torch_layout.block_dwconv.format(i=0, j=0) + ".weight"
+    conv = layout_of(model.family).block_dwconv.format(i=0, j=0) + ".weight"
     np.testing.assert_array_equal(
         variables["params"]["stages_0"]["blocks_0"]["dwconv"]["kernel"],
         np.transpose(sd[conv], (2, 3, 1, 0)),
@@ -134,3 +136,12 @@ def test_exported_buffers_equal_the_official_values(fixture, family):
     assert set(got) == set(official)
     for k, v in official.items():
         np.testing.assert_array_equal(got[k], v)
+
+
+def test_every_family_has_a_key_layout_that_names_its_stem_polynomial():
+    assert set(LAYOUTS) == set(models.FAMILIES)
+    for family in models.FAMILIES.values():
+        assert (layout_of(family).stem_poly is not None) == family.stem_polynomial, family.name
+    unknown = dataclasses.replace(models.CONVNEXT_AFC, name="my_family")
+    with pytest.raises(KeyError, match="torch_layout.py"):
+        layout_of(unknown)
