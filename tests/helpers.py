@@ -31,6 +31,21 @@ def official_fixture(*parts: str) -> Path:
     return path
 
 
+def load_official_npz(*parts: str) -> dict[str, np.ndarray]:
+    """Every array of an official fixture archive, e.g. `("models", "afc_nano.npz")`."""
+    with np.load(official_fixture(*parts)) as data:
+        return {k: data[k] for k in data.files}
+
+
+def ks_statistic(a, b) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic sup |F_a - F_b| of two samples."""
+    a, b = np.sort(np.asarray(a, np.float64)), np.sort(np.asarray(b, np.float64))
+    grid = np.concatenate([a, b])
+    fa = np.searchsorted(a, grid, side="right") / len(a)
+    fb = np.searchsorted(b, grid, side="right") / len(b)
+    return float(np.max(np.abs(fa - fb)))
+
+
 def nchw_to_nhwc(x):
     """(..., C, H, W) -> (..., H, W, C)."""
     return np.moveaxis(np.asarray(x), -3, -1)

@@ -13,6 +13,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from afc_jax.data import augment, pipeline
 from configs import imagenet
+from tests.helpers import ks_statistic
 
 SIZE = 48
 
@@ -262,12 +263,6 @@ def _draws(n, magnitude=9.0, magnitude_std=0.5, prob=0.5):
     return [t.numpy() for t in fn(seeds)]
 
 
-def _ks_statistic(a, b) -> float:
-    a, b = np.sort(np.asarray(a, np.float64)), np.sort(np.asarray(b, np.float64))
-    grid = np.concatenate([a, b])
-    fa = np.searchsorted(a, grid, side="right") / len(a)
-    fb = np.searchsorted(b, grid, side="right") / len(b)
-    return float(np.max(np.abs(fa - fb)))
 
 
 def _ks_bound(n, m) -> float:
@@ -284,7 +279,7 @@ def test_randaugment_layer_draws_follow_m9_mstd05():
     assert abs(apply.mean() - 0.5) < 4 * math.sqrt(0.25 / n)
     assert level.min() >= 0 and level.max() <= 10
     reference = np.clip(np.random.default_rng(0).normal(9.0, 0.5, n), 0, 10)
-    assert _ks_statistic(level, reference) < _ks_bound(n, n)
+    assert ks_statistic(level, reference) < _ks_bound(n, n)
     assert abs(level.std() - reference.std()) < 0.05
     _, fixed, _ = _draws(50, magnitude_std=0.0)
     np.testing.assert_array_equal(fixed, 9.0)
@@ -326,8 +321,8 @@ def test_random_erasing_boxes_follow_timms_definition():
     assert log_aspect.min() >= math.log(0.3) - 0.1 and log_aspect.max() <= -math.log(0.3) + 0.1
     ref = _reference_erasing_boxes(np.random.default_rng(0), n, h, w)
     bound = _ks_bound(n, len(ref))
-    assert _ks_statistic(fraction, ref[:, 0] * ref[:, 1] / (h * w)) < bound
-    assert _ks_statistic(log_aspect, np.log(ref[:, 0] / ref[:, 1])) < bound
+    assert ks_statistic(fraction, ref[:, 0] * ref[:, 1] / (h * w)) < bound
+    assert ks_statistic(log_aspect, np.log(ref[:, 0] / ref[:, 1])) < bound
     # the position is uniform over the places the box fits
     assert abs(np.mean(top / (h - eh + 1e-9)) - 0.5) < 0.05
 
@@ -342,7 +337,7 @@ def test_random_erasing_fills_each_pixel_and_channel_with_normal_noise():
     noise = out[erased.all(-1)]  # (pixels, 3)
     assert noise.size > 5000 and erased.any(-1).sum() == erased.all(-1).sum()
     reference = np.random.default_rng(0).standard_normal(noise.size)
-    assert _ks_statistic(noise.ravel(), reference) < _ks_bound(noise.size, noise.size)
+    assert ks_statistic(noise.ravel(), reference) < _ks_bound(noise.size, noise.size)
     assert abs(np.corrcoef(noise[:, 0], noise[:, 1])[0, 1]) < 0.05  # channels independent
     assert abs(np.corrcoef(noise[:-1, 0], noise[1:, 0])[0, 1]) < 0.05  # pixels independent
 
@@ -451,5 +446,5 @@ def test_random_resized_crop_boxes_follow_timms_definition():
     assert (left + cw <= w).all()
     ref = _reference_crop_boxes(np.random.default_rng(0), n, h, w)
     bound = _ks_bound(n, n)
-    assert _ks_statistic(ch * cw / (h * w), ref[:, 0] * ref[:, 1] / (h * w)) < bound
-    assert _ks_statistic(np.log(cw / ch), np.log(ref[:, 1] / ref[:, 0])) < bound
+    assert ks_statistic(ch * cw / (h * w), ref[:, 0] * ref[:, 1] / (h * w)) < bound
+    assert ks_statistic(np.log(cw / ch), np.log(ref[:, 1] / ref[:, 0])) < bound

@@ -18,6 +18,7 @@ from afc_jax.data.mixing import (
     sample_mix_params,
     smooth_one_hot,
 )
+from tests.helpers import ks_statistic
 
 N, H, W, C, K = 6, 16, 12, 3, 10
 LS = 0.1
@@ -209,13 +210,6 @@ def test_mixing_a_sharded_batch_compiles_without_communication():
 # ----------------------------------------------------------------------------- distributions
 
 
-def _ks_statistic(a, b) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic sup |F_a - F_b|."""
-    a, b = np.sort(np.asarray(a, np.float64)), np.sort(np.asarray(b, np.float64))
-    grid = np.concatenate([a, b])
-    fa = np.searchsorted(a, grid, side="right") / len(a)
-    fb = np.searchsorted(b, grid, side="right") / len(b)
-    return float(np.max(np.abs(fa - fb)))
 
 
 def _ks_bound(n: int, m: int) -> float:
@@ -254,11 +248,11 @@ def test_mix_parameters_follow_the_timm_definitions():
     ref_cut, ref_lam0, ref_area, ref_lam = _reference_mix_params(np.random.default_rng(0), n, h, w)
     bound = _ks_bound(n // 2, n // 2)
     # Mixup: lam ~ Beta(0.8, 0.8)
-    assert _ks_statistic(lam[~cut], ref_lam0[~ref_cut]) < bound
+    assert ks_statistic(lam[~cut], ref_lam0[~ref_cut]) < bound
     # CutMix: the box area follows rand_bbox with lam ~ Beta(1, 1), and lam = 1 - area exactly
     area = (box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2]) / (h * w)
     np.testing.assert_allclose(lam[cut], 1 - area[cut], atol=1e-6)
-    assert _ks_statistic(area[cut], ref_area[ref_cut]) < bound
+    assert ks_statistic(area[cut], ref_area[ref_cut]) < bound
 
 
 @pytest.mark.parametrize("alpha", [0.8, 1.0])
@@ -268,7 +262,7 @@ def test_beta_draws_follow_beta_alpha_alpha(alpha):
     n = 4000
     got = np.asarray(jax.jit(sample_beta)(jax.random.PRNGKey(3), jnp.full((n,), alpha), alpha))
     ref = np.random.default_rng(1).beta(alpha, alpha, n)
-    assert _ks_statistic(got, ref) < _ks_bound(n, n)
+    assert ks_statistic(got, ref) < _ks_bound(n, n)
     if alpha == 1.0:  # against the exact U(0, 1) CDF too (one-sample bound 1.95 / sqrt(n))
         xs = np.sort(got)
         d = np.max(np.maximum(np.arange(1, n + 1) / n - xs, xs - np.arange(n) / n))

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 
 from afc_jax import models
-from tests.helpers import nchw_to_nhwc, official_fixture
+from tests.helpers import load_official_npz, nchw_to_nhwc
 
 NANO = dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=10)
 FIXTURE_FAMILIES = {
@@ -21,9 +21,7 @@ SIZES = ("96x96", "128x128")
 
 @functools.cache
 def _load(fixture: str) -> dict:
-    path = official_fixture("models", f"{fixture}.npz")
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    return load_official_npz("models", f"{fixture}.npz")
 
 
 def state_dict(fixture: str) -> dict[str, np.ndarray]:

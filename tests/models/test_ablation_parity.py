@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from afc_jax import checkpoints, models, ops
-from tests.helpers import nchw_to_nhwc, official_fixture, rel_err
+from tests.helpers import load_official_npz, nchw_to_nhwc, official_fixture, rel_err
 
 PARITY_TOL = 1e-4
 NANO = dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=10)
@@ -30,8 +30,7 @@ SIZES = ("96x96", "128x128")
 
 @functools.cache
 def _arrays(fixture: str) -> dict:
-    with np.load(official_fixture("ablations", f"{fixture}.npz")) as data:
-        return {k: data[k] for k in data.files}
+    return load_official_npz("ablations", f"{fixture}.npz")
 
 
 def _state_dict(fixture: str) -> dict:
