@@ -138,8 +138,9 @@ def main() -> None:
     md_path = os.path.join(args.out, "tpu_compile.md")
     saved = json.load(open(json_path)) if os.path.exists(json_path) else {}
     results, failures = saved.get("results", []), saved.get("failures", [])
-    if args.render:
-        write_markdown(results, failures, md_path, saved.get("header", ""))
+    if args.render:  # the header and any "notes" kept in the JSON
+        notes = "\n\n".join(saved.get("notes", []))
+        write_markdown(results, failures, md_path, saved.get("header", "") + "\n\n" + notes)
         return
     done = {(r["topology"], r["model"]) for r in results + failures}
     tmp = os.path.join(args.out, ".tpu_compile_tmp.json")
