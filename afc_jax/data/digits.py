@@ -166,7 +166,7 @@ def prepare_digits(data_dir: str | None = None, upsample: int = DEFAULT_UPSAMPLE
         if not builder.is_prepared():
             _log.info("building afc_digits/%s into %s", config_name(upsample), builder.data_dir)
             # TFDS prints "Downloading and preparing dataset ..." to stdout: nothing is
-            # downloaded here, so its words go to the log (INFO) instead of the console.
+            # downloaded here, so its words go to the debug log instead of the console.
             printed = io.StringIO()
             with contextlib.redirect_stdout(printed):
                 builder.download_and_prepare(
@@ -175,7 +175,7 @@ def prepare_digits(data_dir: str | None = None, upsample: int = DEFAULT_UPSAMPLE
                     )
                 )
             if printed.getvalue().strip():
-                _log.info("%s", printed.getvalue().strip())
+                _log.debug("%s", printed.getvalue().strip())
     return digits_builder(data_dir, upsample)
 
 
