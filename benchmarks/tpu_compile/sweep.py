@@ -102,6 +102,18 @@ def write_markdown(results: list[dict], failures: list[dict], path: str, header:
         f.write("\n".join(lines) + "\n")
 
 
+def _commit() -> str:
+    """The checked-out commit (with "+dirty" when the tree has changes), for the row's record."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
 def run_one(topology: str, model: str, tmp: str, timeout: int) -> tuple[dict | None, str]:
     last = "not run"
     for setting in FIT_LADDER:
@@ -121,6 +133,7 @@ def run_one(topology: str, model: str, tmp: str, timeout: int) -> tuple[dict | N
         with open(tmp) as f:
             report = json.load(f)
         report["setting"] = " ".join(s.removeprefix("--config.") for s in setting)
+        report["commit"] = _commit()
         if proc.returncode == 0:
             return report, ""
         last = f"does not fit even with {report['setting'] or 'default'}"
@@ -138,9 +151,13 @@ def main() -> None:
     md_path = os.path.join(args.out, "tpu_compile.md")
     saved = json.load(open(json_path)) if os.path.exists(json_path) else {}
     results, failures = saved.get("results", []), saved.get("failures", [])
-    if args.render:  # the header and any "notes" kept in the JSON
-        notes = "\n\n".join(saved.get("notes", []))
-        write_markdown(results, failures, md_path, saved.get("header", "") + "\n\n" + notes)
+    notes = saved.get("notes", [])  # hand-written paragraphs, kept across reruns
+
+    def render(header: str) -> None:
+        write_markdown(results, failures, md_path, "\n\n".join([header, *notes]))
+
+    if args.render:
+        render(saved.get("header", ""))
         return
     done = {(r["topology"], r["model"]) for r in results + failures}
     tmp = os.path.join(args.out, ".tpu_compile_tmp.json")
@@ -162,8 +179,9 @@ def main() -> None:
             f"updated {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC."
         )
         with open(json_path, "w") as f:
-            json.dump({"header": header, "results": results, "failures": failures}, f, indent=1)
-        write_markdown(results, failures, md_path, header)
+            record = {"header": header, "notes": notes, "results": results, "failures": failures}
+            json.dump(record, f, indent=1)
+        render(header)
     if os.path.exists(tmp):
         os.remove(tmp)
 
