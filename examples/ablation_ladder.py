@@ -21,6 +21,8 @@ import time
 
 from absl import app, flags
 
+from configs import digits
+
 RUNGS = (
     "convnext_baseline_circular",
     "convnext_blurpool",
@@ -45,30 +47,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS
 COLUMNS = ("accuracy", "integer_grid", "half_pixel_grid", "fractional_grid", "crop_shift")
 
 
-def _digits_module():
-    """configs/digits.py. `configs` is a folder beside the package, importable when the
-    repository root is the working directory's sys.path entry (`python -m examples...`);
-    run as a script, it is loaded from this file's repository."""
-    try:
-        from configs import digits
-    except ImportError:
-        import importlib.util
-        import sys
-        from pathlib import Path
-
-        root = Path(__file__).resolve().parents[1] / "configs"
-        spec = importlib.util.spec_from_file_location(
-            "configs", root / "__init__.py", submodule_search_locations=[str(root)]
-        )
-        package = importlib.util.module_from_spec(spec)
-        sys.modules["configs"] = package
-        spec.loader.exec_module(package)
-        from configs import digits
-    return digits
-
-
 def rung_config(rung: str):
-    digits = _digits_module()
     config = digits.get_config(f"model={rung},image_size={_IMAGE_SIZE.value}")
     with config.unlocked():
         config.num_epochs = 16 if _FULL.value else _EPOCHS.value

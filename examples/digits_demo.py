@@ -11,16 +11,11 @@ and logs are, then the shift-robustness table of both models. Running it again r
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
 
 from absl import app, flags
 
-# `configs/` sits beside the package in the repository (it is not installed).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from afc_jax import cli  # noqa: E402
+from afc_jax import cli
 
 FAMILIES = ("convnext_afc", "convnext_baseline_circular")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/digits", "one sub-folder per model")

@@ -5,6 +5,8 @@
 - afc_jax.evaluation, models, layers, ops, checkpoints, data and analysis never import
   afc_jax.train, not even lazily inside a function; afc_jax/parallel.py (the mesh and
   shardings training and evaluation share) imports nothing of afc_jax.
+- Nothing edits sys.path: the package and configs/ are installed (`pip install -e .`), so
+  entry points, examples, benchmarks and the package import them like any user would.
 """
 
 from __future__ import annotations
@@ -60,6 +62,25 @@ def imports_training(source: str) -> list[str]:
     )
 
 
+def sys_path_edits(source: str) -> list[int]:
+    """Lines that change sys.path (`sys.path.insert(...)` or any method call on it,
+    `sys.path[...] = ...`, `sys.path += ...`)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        target = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = node.func.value
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            target = next(
+                (t.value if isinstance(t, ast.Subscript) else t for t in targets), None
+            )
+        if isinstance(target, ast.Attribute) and target.attr == "path":
+            if isinstance(target.value, ast.Name) and target.value.id == "sys":
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
 # ----------------------------------------------------------------------------- the checkers
 
 
@@ -87,6 +108,21 @@ def test_the_length_checker_counts_whole_functions_including_nested_ones():
 )
 def test_the_import_checker_finds_training_imports_anywhere(source, found):
     assert imports_training(source) == found
+
+
+@pytest.mark.parametrize(
+    "source, lines",
+    [
+        ("import sys\nsys.path.insert(0, 'x')", [2]),
+        ("import sys\n\ndef f():\n    sys.path.append('x')", [4]),
+        ("import sys\nsys.path[:0] = ['x']", [2]),
+        ("import sys\nsys.path += ['x']", [2]),
+        ("import os\nos.path.join('a', 'b')", []),
+        ("import sys\nprint(sys.path)", []),
+    ],
+)
+def test_the_sys_path_checker_finds_edits(source, lines):
+    assert sys_path_edits(source) == lines
 
 
 # ----------------------------------------------------------------------------- the bar
@@ -117,3 +153,14 @@ def test_parallel_is_a_leaf_module():
         m for m in imported_modules((PACKAGE / "parallel.py").read_text()) if "afc_jax" in m
     )
     assert ours == []
+
+
+def test_nothing_edits_sys_path():
+    roots = [PACKAGE, REPO / "configs", REPO / "examples", REPO / "benchmarks"]
+    files = _python_files(*roots, REPO / "train.py", REPO / "eval.py")
+    offenders = [
+        f"{path.relative_to(REPO)}:{line}"
+        for path in files
+        for line in sys_path_edits(path.read_text())
+    ]
+    assert not offenders, "import the installed package instead:\n" + "\n".join(offenders)

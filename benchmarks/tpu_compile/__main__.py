@@ -106,5 +106,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.getcwd())
     app.run(main)
