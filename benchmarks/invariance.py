@@ -14,8 +14,8 @@ NANO = dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64))
 QUICK = dict(depths=(1, 1, 1, 1), dims=(8, 8, 16, 16))
 
 CASES = (
-    ("AFC fast/auto", "convnext_afc", dict(mlp_impl="auto", filter_impl="auto")),
-    ("AFC reference/fft", "convnext_afc", dict(mlp_impl="reference", filter_impl="fft")),
+    ("AFC fast/auto", "convnext_afc", dict(afc_formulation="auto", filter_impl="auto")),
+    ("AFC reference/fft", "convnext_afc", dict(afc_formulation="reference", filter_impl="fft")),
     ("Baseline (aliasing, for scale)", "convnext_baseline_circular", {}),
 )
 

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from afc_jax.layers.mlp import AliasFreeMLP, GeluMLP
-from afc_jax.ops import dft
+from afc_jax.ops.filter_choice import IMPLEMENTATIONS
+from afc_jax.ops.filters import ideal_downsample, ideal_lowpass
 from benchmarks.timing import block, compile_fn, round_robin
 
 STAGES = ((56, 96), (28, 192), (14, 384), (7, 768))
@@ -17,12 +18,12 @@ QUICK_STAGES = ((8, 8),)
 # (label, AliasFreeMLP kwargs); None is the baseline's GELU MLP, for scale.
 MLP_VARIANTS = (
     ("gelu (baseline MLP)", None),
-    ("reference/fft", dict(impl="reference", filter_impl="fft")),
-    ("reference/matrix", dict(impl="reference", filter_impl="matrix")),
-    ("fast/fft", dict(impl="fast", filter_impl="fft")),
-    ("fast/matrix nchw", dict(impl="fast", filter_impl="matrix", layout="nchw")),
-    ("fast/matrix nhwc", dict(impl="fast", filter_impl="matrix", layout="nhwc")),
-    ("fast/auto (default)", dict(impl="fast", filter_impl="auto")),
+    ("reference/fft", dict(formulation="reference", filter_impl="fft")),
+    ("reference/matrix", dict(formulation="reference", filter_impl="matrix")),
+    ("fast/fft", dict(formulation="fast", filter_impl="fft")),
+    ("fast/matrix nchw", dict(formulation="fast", filter_impl="matrix", layout="nchw")),
+    ("fast/matrix nhwc", dict(formulation="fast", filter_impl="matrix", layout="nhwc")),
+    ("fast/auto (default)", dict(formulation="fast", filter_impl="auto")),
 )
 QUICK_MLP_VARIANTS = ("reference/fft", "fast/auto (default)")
 
@@ -80,16 +81,21 @@ def filter_cases(quick: bool, batch: int):
         stem, stages = (batch, 32, 32, 4), ((8, 8),)
     else:
         stem, stages = (batch, 224, 224, 96), ((56, 192), (28, 384), (14, 768))
-    impls = dft.FILTER_IMPLS
-    lowpass = {i: (lambda x, i=i: dft.lowpass(x, 0.75, impl=i)) for i in impls}
-    down4 = {i: (lambda x, i=i: dft.downsample(x, 4, impl=i)) for i in impls}
+    impls = IMPLEMENTATIONS
+    # crop_spectrum: the FFT form the layers use when filter_impl is set (IdealBlurPool)
+    lowpass = {i: (lambda x, i=i: ideal_lowpass(x, 0.75, impl=i)) for i in impls}
+    down4 = {
+        i: (lambda x, i=i: ideal_downsample(x, 4, impl=i, crop_spectrum=True)) for i in impls
+    }
     cases = [("stem lowpass 0.75", stem, lowpass)]
     if not quick:
         # the fast stem filters the (N, H, W, 3) image instead (see afc_jax.models.convnext.Stem)
         cases.append(("stem image lowpass 0.75", stem[:3] + (3,), lowpass))
         cases.append(("stem downsample 4", stem, down4))
     for n, c in stages:
-        fns = {i: (lambda x, i=i: dft.downsample(x, 2, impl=i)) for i in impls}
+        fns = {
+            i: (lambda x, i=i: ideal_downsample(x, 2, impl=i, crop_spectrum=True)) for i in impls
+        }
         cases.append(("downsample 2", (batch, n, n, c), fns))
     return cases
 

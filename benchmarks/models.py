@@ -16,11 +16,19 @@ MODELS = (
     ("ConvNeXt-T", "convnext", {}),
     ("Baseline-T", "convnext_baseline_circular", {}),
     ("APS-T", "convnext_aps", {}),
-    ("AFC-T reference/fft", "convnext_afc", dict(mlp_impl="reference", filter_impl="fft")),
-    ("AFC-T reference/matrix", "convnext_afc", dict(mlp_impl="reference", filter_impl="matrix")),
-    ("AFC-T fast/fft", "convnext_afc", dict(mlp_impl="fast", filter_impl="fft")),
-    ("AFC-T fast/matrix", "convnext_afc", dict(mlp_impl="fast", filter_impl="matrix")),
-    ("AFC-T fast/auto (default)", "convnext_afc", dict(mlp_impl="auto", filter_impl="auto")),
+    ("AFC-T reference/fft", "convnext_afc", dict(afc_formulation="reference", filter_impl="fft")),
+    (
+        "AFC-T reference/matrix",
+        "convnext_afc",
+        dict(afc_formulation="reference", filter_impl="matrix"),
+    ),
+    ("AFC-T fast/fft", "convnext_afc", dict(afc_formulation="fast", filter_impl="fft")),
+    ("AFC-T fast/matrix", "convnext_afc", dict(afc_formulation="fast", filter_impl="matrix")),
+    (
+        "AFC-T fast/auto (default)",
+        "convnext_afc",
+        dict(afc_formulation="auto", filter_impl="auto"),
+    ),
 )
 QUICK_MODELS = ("Baseline-T", "AFC-T fast/auto (default)")
 BASELINE = "Baseline-T"

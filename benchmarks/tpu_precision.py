@@ -11,10 +11,11 @@ reproduces the TPU's rounding (up to the order of the float32 accumulation).
 
 The model's program is traced to a jaxpr and evaluated with every `dot_general` /
 `conv_general_dilated` replaced by its emulation, per part of the network: "dft" (the AFC
-filter matrices: the products afc_jax.ops.dft issues with an explicit precision), "pointwise"
-(the other dot_generals: 1x1 convs and the head), "conv" (the convolutions: depthwise 7x7,
-stem and downsampling convs). FFT filters are not emulated (FFTs ignore the precision; the TPU
-runs them as float32 products at HIGHEST, `benchmarks.tpu_compile` reports it).
+filter matrices: the products afc_jax.ops.filter_matrices issues with an explicit precision),
+"pointwise" (the other dot_generals: 1x1 convs and the head), "conv" (the convolutions:
+depthwise 7x7, stem and downsampling convs). FFT filters are not emulated (FFTs ignore the
+precision; the TPU runs them as float32 products at HIGHEST, `benchmarks.tpu_compile` reports
+it).
 
 The metric is the README's: max over the shifts of max|logits(shift(x)) - logits(x)| /
 max|logits(x)|, with `benchmarks.models.random_params` weights (well scaled, random).
@@ -32,7 +33,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from afc_jax import models, ops
-from afc_jax.ops import dft
+from afc_jax.ops import filter_matrices
 from afc_jax.ops.platform import targeting
 from benchmarks.models import random_params
 
@@ -147,6 +148,10 @@ def _rel(a, b) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
+def _highest(dtype):
+    return filter_matrices.HIGHEST
+
+
 def measure(model_size: str, size: int, batch: int = 2, log=print) -> list[dict]:
     rows = []
     x = jnp.asarray(np.random.default_rng(3).standard_normal((batch, size, size, 3)), jnp.float32)
@@ -156,13 +161,14 @@ def measure(model_size: str, size: int, batch: int = 2, log=print) -> list[dict]
         params = random_params(model, size, seed=5)
         # The TPU's choices (native depthwise conv, matrix filters, NCHW fine grids), with the
         # filter products traced as float32 HIGHEST products so that the policy under test,
-        # not `dft.filter_precision`, decides how they are rounded.
-        policy_fn, dft.filter_precision = dft.filter_precision, lambda dtype: dft.HIGHEST
+        # not `filter_matrices.filter_precision`, decides how they are rounded.
+        fm = filter_matrices
+        policy_fn, fm.filter_precision = fm.filter_precision, _highest
         try:
             with targeting("tpu"):
                 closed = jax.make_jaxpr(lambda p, x, m=model: m.apply({"params": p}, x))(params, x)
         finally:
-            dft.filter_precision = policy_fn
+            fm.filter_precision = policy_fn
         p_leaves = jax.tree_util.tree_leaves(params)
         exact = None
         for label, policy in policies:

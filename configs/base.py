@@ -22,10 +22,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
     c.model.filter_rule = "strict"
     # How AFC computes (not what): both choices give the same function to float32 round-off
-    # and the same parameters. mlp_impl: "reference" (official, pointwise layers at 2x),
-    # "fast" or "auto" (= "fast"); filter_impl: "fft", "matrix" or "auto" (per layer from
-    # (size, channels, backend): afc_jax.ops.dft.choose_filter_impl). Ignored by other families.
-    c.model.mlp_impl = "auto"
+    # and the same parameters. afc_formulation: "reference" (official: block MLPs with pointwise
+    # layers at 2x, stem low-pass on the conv output), "fast" or "auto" (= "fast"; None is
+    # "auto"); filter_impl: "fft", "matrix" or "auto" (per layer from size and target platform:
+    # afc_jax.ops.filter_choice). Ignored by other families. mlp_impl: the deprecated name of
+    # afc_formulation, still read (with a warning); giving both, they must agree.
+    c.model.afc_formulation = ml_collections.FieldReference(None, field_type=str)
+    c.model.mlp_impl = ml_collections.FieldReference(None, field_type=str)
     c.model.filter_impl = "auto"
     # Activation rematerialisation: "none", "block" or "stage" (recompute in the backward pass
     # what does not fit in memory; same function). benchmarks.tpu_compile says what fits.

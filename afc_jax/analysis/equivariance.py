@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from afc_jax.analysis.probes import Layer, layers_of, probe
-from afc_jax.ops.fourier import fractional_shift, ideal_lowpass
+from afc_jax.ops.filters import fractional_shift, ideal_lowpass
 
 # (name, (dy, dx)) in input pixels.
 DEFAULT_SHIFTS = (("integer", (1.0, 1.0)), ("half_pixel", (0.5, 0.5)))

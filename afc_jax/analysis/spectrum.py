@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from afc_jax.analysis.probes import Nonlinearity
-from afc_jax.ops.fourier import ideal_upsample
+from afc_jax.ops.filters import ideal_upsample
 
 
 @dataclasses.dataclass

@@ -28,6 +28,7 @@ from etils import epath
 
 from afc_jax import models
 from afc_jax.evaluation.protocols import Classifier, as_classifier
+from afc_jax.models.config import afc_formulation
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
 MODEL_FIELDS = (
@@ -42,7 +43,9 @@ MODEL_FIELDS = (
 )
 # How the model computes, not what: taken from the evaluating config, never from a saved run
 # (a run trained with GPU-friendly filters can be evaluated with CPU-friendly ones).
-IMPL_FIELDS = ("mlp_impl", "filter_impl")
+# afc_formulation is read through `afc_jax.models.config.afc_formulation` (which also accepts
+# its old name, mlp_impl).
+IMPL_FIELDS = ("afc_formulation", "filter_impl")
 
 
 class CheckpointSpecError(ValueError):
@@ -143,8 +146,8 @@ def model_config(config: ml_collections.ConfigDict, saved: dict | None = None):
     for k in ("depths", "dims"):
         if fields.get(k) is not None:
             fields[k] = tuple(int(v) for v in fields[k])
-    for k in IMPL_FIELDS:
-        fields[k] = config.model.get(k) or "auto"
+    fields["afc_formulation"] = afc_formulation(config.model)
+    fields["filter_impl"] = config.model.get("filter_impl") or "auto"
     return ml_collections.ConfigDict({"model": fields})
 
 

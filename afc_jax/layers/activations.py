@@ -14,8 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from afc_jax.ops import dft
-from afc_jax.ops.fourier import ideal_lowpass
+from afc_jax.ops.filters import ideal_lowpass
 
 Dtype = Any
 
@@ -76,8 +75,8 @@ class LowpassPolynomialActivation(_PolyBase):
     Multiplying by a low-passed copy (band |k| < cutoff N / 2) instead of squaring keeps the
     product's aliases out of the band kept by the stem's subsequent stride-4 ideal filter.
 
-    filter_impl: None (default: `ideal_lowpass`), "fft", "matrix" or "auto" (see
-    `afc_jax.ops.dft.lowpass` and `choose_filter_impl`); all agree to float32 round-off.
+    filter_impl: None (default: `ideal_lowpass` by FFT), "fft", "matrix" or "auto" (see
+    `afc_jax.ops.filters.ideal_lowpass`); all agree to float32 round-off.
     """
 
     cutoff: float = 0.75
@@ -101,11 +100,9 @@ class LowpassPolynomialActivation(_PolyBase):
         xs = s_in * x
         if x_lowpass is not None:
             smooth = s_in * x_lowpass  # the low-pass is linear: lowpass(s_in x) = s_in lowpass(x)
-        elif self.filter_impl is None:
-            smooth = ideal_lowpass(xs, self.cutoff, rule=self.filter_rule)
         else:
-            impl = dft.resolve_filter_impl(self.filter_impl, "lowpass", x.shape)
-            smooth = dft.lowpass(xs, self.cutoff, rule=self.filter_rule, impl=impl)
+            impl = "fft" if self.filter_impl is None else self.filter_impl
+            smooth = ideal_lowpass(xs, self.cutoff, rule=self.filter_rule, impl=impl)
         return s_out * (coef[:, 0] + coef[:, 1] * xs + coef[:, 2] * xs * smooth)
 
 

@@ -10,13 +10,15 @@ import jax.numpy as jnp
 
 from afc_jax.layers.activations import PolynomialActivation, gelu_exact
 from afc_jax.layers.conv import convnext_kernel_init
-from afc_jax.ops import dft
-from afc_jax.ops.fourier import ideal_downsample, ideal_upsample
+from afc_jax.ops.filter_choice import FILTER_IMPLS, choose_layout, resolve_filter_impl
+from afc_jax.ops.filters import fine_grid_map, ideal_downsample, ideal_upsample
+from afc_jax.ops.spectral import compute_dtype
 
 Dtype = Any
 
-MLP_IMPLS = ("auto", "reference", "fast")
-FILTER_IMPLS = ("auto",) + dft.FILTER_IMPLS
+# How AFC is computed ("reference": the official formulation; "fast": the exactly equal one
+# with the pointwise layers at 1x; "auto" = "fast"). It selects the block MLP and the stem.
+AFC_FORMULATIONS = ("auto", "reference", "fast")
 
 
 class _PointwiseMLP(nn.Module):
@@ -81,11 +83,13 @@ class _PolynomialParams(PolynomialActivation):
         return self._params(channels)
 
 
-def resolve_mlp_impl(impl: str) -> str:
+def resolve_afc_formulation(formulation: str) -> str:
     """"auto" -> "fast" (exact, and cheaper at every size); otherwise checks the name."""
-    if impl not in MLP_IMPLS:
-        raise ValueError(f"unknown mlp_impl {impl!r}; choose one of {MLP_IMPLS}")
-    return "fast" if impl == "auto" else impl
+    if formulation not in AFC_FORMULATIONS:
+        raise ValueError(
+            f"unknown afc_formulation {formulation!r}; choose one of {AFC_FORMULATIONS}"
+        )
+    return "fast" if formulation == "auto" else formulation
 
 
 class AliasFreeMLP(_PointwiseMLP):
@@ -103,18 +107,20 @@ class AliasFreeMLP(_PointwiseMLP):
         v = pwconv1(x);   y = pwconv2( band(poly(interp(v))) )
 
     where interp is the ideal interpolation onto the smallest alias-free grid (3N/2 for an even
-    N, (3N-1)/2 for an odd one; `afc_jax.ops.dft.fine_grid_size`) and band keeps |k| < N/2 and
+    N, (3N-1)/2 for an odd one; `afc_jax.ops.filters.fine_grid_size`) and band keeps |k| < N/2 and
     samples it back on the N grid. For the linear and constant terms this is
     `c0 + c1 * drop_nyquist(s_in v)` as in the issue; the squared term is
     `down(lowpass(up(v)^2))` computed on the smaller grid (exact: the square's aliases on that
     grid all land outside the kept band). The pointwise matmuls do a quarter of the official
     work, and the filters act on the 4C hidden channels.
 
-    filter_impl: "matrix" (separable dense DFT-as-matmul, `afc_jax.ops.dft`), "fft" (spectrum
-    pad/crop) or "auto" (`afc_jax.ops.dft.choose_filter_impl`). The fast path can keep its
-    hidden map channels-first (pwconv1 writes it so and pwconv2 reads it back), where every
-    filter is a plain GEMM or a last-axis FFT.
-    layout: "auto" (`afc_jax.ops.dft.choose_layout`), "nchw" or "nhwc".
+    formulation: "reference", "fast" or "auto" (= "fast"), see AFC_FORMULATIONS.
+    filter_impl: "matrix" (separable dense DFT-as-matmul, `afc_jax.ops.filter_matrices`), "fft"
+    (spectrum pad/crop) or "auto" (`afc_jax.ops.filter_choice.choose_filter_impl`, one choice
+    for all of the layer's filters). The fast path can keep its hidden map channels-first
+    (pwconv1 writes it so and pwconv2 reads it back), where every filter is a plain GEMM or a
+    last-axis FFT.
+    layout: "auto" (`afc_jax.ops.filter_choice.choose_layout`), "nchw" or "nhwc".
     remat: in the fast path, recompute the fine-grid map in the backward pass instead of
     storing it (2.25x the hidden map per block); costs one more interpolation per block. Off by
     default: a ConvNeXt-T train step's peak memory is set by the 224x224 stem, not by the MLPs.
@@ -123,7 +129,7 @@ class AliasFreeMLP(_PointwiseMLP):
     """
 
     filter_rule: str = "strict"
-    impl: str = "auto"
+    formulation: str = "auto"
     filter_impl: str = "auto"
     layout: str = "auto"
     remat: bool = False
@@ -131,38 +137,25 @@ class AliasFreeMLP(_PointwiseMLP):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (N, H, W, C) -> (N, H, W, C)."""
-        impl = resolve_mlp_impl(self.impl)
+        formulation = resolve_afc_formulation(self.formulation)
         if self.filter_impl not in FILTER_IMPLS:
             raise ValueError(
                 f"unknown filter_impl {self.filter_impl!r}; choose one of {FILTER_IMPLS}"
             )
-        if impl == "reference":
+        if formulation == "reference":
             return self._reference(x)
         return self._fast(x)
-
-    def _filter_impl(self, op: str, size: int, channels: int) -> str:
-        if self.filter_impl != "auto":
-            return self.filter_impl
-        return dft.choose_filter_impl(op, size, channels)
 
     def _reference(self, x):
         c = x.shape[-1]
         h, w = x.shape[-3], x.shape[-2]
-        fi = self._filter_impl("mlp_reference", max(h, w), c)
-        if fi == "fft":
-            y = ideal_upsample(x, 2)
-        else:
-            y = dft.apply_separable(x, dft.upsample_matrix(h, 2), dft.upsample_matrix(w, 2))
+        # One choice for the up- and the downsampling (N -> 2N -> N).
+        fi = resolve_filter_impl(self.filter_impl, "mlp_reference", max(h, w))
+        y = ideal_upsample(x, 2, impl=fi)
         y = self._dense(self.expansion * c, "pwconv1")(y)
         y = PolynomialActivation(dtype=self.dtype, param_dtype=self.param_dtype, name="act")(y)
         y = self._dense(c, "pwconv2")(y)
-        if fi == "fft":
-            return ideal_downsample(y, 2, rule=self.filter_rule)
-        return dft.apply_separable(
-            y,
-            dft.downsample_matrix(2 * h, 2, self.filter_rule),
-            dft.downsample_matrix(2 * w, 2, self.filter_rule),
-        )
+        return ideal_downsample(y, 2, rule=self.filter_rule, impl=fi)
 
     def _fast(self, x):
         # The 2x-grid band |k| < N/2 is the same under both filter rules (official:
@@ -170,15 +163,15 @@ class AliasFreeMLP(_PointwiseMLP):
         c = x.shape[-1]
         hidden = self.expansion * c
         h, w = x.shape[-3], x.shape[-2]
-        fi = self._filter_impl("mlp_fast", max(h, w), hidden)
+        fi = resolve_filter_impl(self.filter_impl, "mlp_fast", max(h, w))
         layout = self.layout
         if layout == "auto":
-            layout = dft.choose_layout(min(h, w), hidden, fi)
+            layout = choose_layout(min(h, w), fi)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
         v = PointwiseDense(hidden, "nhwc", layout, name="pwconv1", **kw)(x)
         coef, s_in, s_out = _PolynomialParams(param_dtype=self.param_dtype, name="act")(hidden)
         # Fold the scales into per-channel coefficients: s_out (c0 + c1 s_in v + c2 s_in^2 v^2).
-        ct = dft._compute_dtype(v.dtype)
+        ct = compute_dtype(v.dtype)
         coef = coef.astype(ct)
         s_in, s_out = s_in.astype(ct)[0], s_out.astype(ct)[0]
         a = jnp.stack(
@@ -192,8 +185,8 @@ class AliasFreeMLP(_PointwiseMLP):
                 return a[0] + p * (a[1] + a[2] * p)
 
             # v in the compute dtype: fine_grid_map computes in float32 and picks the
-            # products' precision from it (`dft.filter_precision`).
-            return dft.fine_grid_map(v, poly, impl=fi, layout=layout)
+            # products' precision from it (`filter_matrices.filter_precision`).
+            return fine_grid_map(v, poly, impl=fi, layout=layout)
 
         if self.remat:
             fine = jax.checkpoint(fine)

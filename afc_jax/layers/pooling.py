@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from afc_jax.ops import dft
-from afc_jax.ops.fourier import ideal_downsample, ideal_lowpass
+from afc_jax.ops.filters import ideal_downsample
 from afc_jax.ops.padding import circular_pad
 from afc_jax.ops.polyphase import adaptive_polyphase_sampling
 
@@ -18,10 +17,10 @@ from afc_jax.ops.polyphase import adaptive_polyphase_sampling
 class IdealBlurPool(nn.Module):
     """Ideal low-pass (cutoff 1/stride of Nyquist unless given) then keep every stride-th sample.
 
-    filter_impl: None (default: `ideal_lowpass` / `ideal_downsample`, full-size FFT round trip
-    and a strided slice), "fft" (spectrum crop to the output size where that is the same map,
-    see `afc_jax.ops.dft.downsample`), "matrix" (separable dense matrices) or "auto"
-    (`afc_jax.ops.dft.choose_filter_impl`). All agree to float32 round-off.
+    filter_impl: None (default: full-size FFT round trip and a strided slice), "fft" (spectrum
+    crop to the output size where that is the same map), "matrix" (separable dense matrices)
+    or "auto" (per layer, `afc_jax.ops.filter_choice`); see `afc_jax.ops.filters
+    .ideal_downsample`. All agree to float32 round-off.
     """
 
     stride: int = 2
@@ -33,14 +32,14 @@ class IdealBlurPool(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (N, H, W, C) -> (N, ceil(H/stride), ceil(W/stride), C)."""
         if self.filter_impl is not None:
-            impl = dft.resolve_filter_impl(self.filter_impl, f"downsample{self.stride}", x.shape)
-            return dft.downsample(
-                x, self.stride, rule=self.filter_rule, cutoff=self.cutoff, impl=impl
+            return ideal_downsample(
+                x, self.stride, rule=self.filter_rule, cutoff=self.cutoff,
+                impl=self.filter_impl, crop_spectrum=True,
             )
-        if self.cutoff is None or math.isclose(self.cutoff, 1.0 / self.stride):
-            return ideal_downsample(x, self.stride, rule=self.filter_rule)
-        y = ideal_lowpass(x, self.cutoff, rule=self.filter_rule)
-        return y[..., :: self.stride, :: self.stride, :]
+        cutoff = self.cutoff
+        if cutoff is not None and math.isclose(cutoff, 1.0 / self.stride):
+            cutoff = None  # exactly 1/stride
+        return ideal_downsample(x, self.stride, rule=self.filter_rule, cutoff=cutoff)
 
 
 def binomial_filter(size: int) -> np.ndarray:

@@ -4,23 +4,50 @@
 
 Fields: `name` (a registry name, e.g. "convnext_afc_tiny"), `dtype` ("float32" | "bfloat16"),
 `drop_path_rate`, `layer_scale_init`, `head_init_scale`, `filter_rule`, optionally `depths` and
-`dims` (override the size), and how the model computes: `mlp_impl`, `filter_impl`, `remat`
-("auto"/"none" when absent).
+`dims` (override the size), and how the model computes: `afc_formulation` (its old name
+`mlp_impl` is still read, see `afc_formulation`), `filter_impl`, `remat` ("auto"/"none" when
+absent).
 """
 
 from __future__ import annotations
 
+import logging
+
 import jax.numpy as jnp
 
-from afc_jax.layers.mlp import FILTER_IMPLS, MLP_IMPLS
+from afc_jax.layers.mlp import AFC_FORMULATIONS
 from afc_jax.models.convnext import REMAT_OPTIONS
 from afc_jax.models.registry import create
+from afc_jax.ops.filter_choice import FILTER_IMPLS
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+_log = logging.getLogger(__name__)
+
+
 class ModelConfigError(ValueError):
     """The `model` section of a config names no model that can be built."""
+
+
+def afc_formulation(model_config) -> str:
+    """`model.afc_formulation`, or the deprecated `model.mlp_impl` (same values, logged
+    warning) for configs and saved runs written before the rename; "auto" when neither is set.
+
+    Raises ModelConfigError (a ValueError) when both are set and differ.
+    """
+    new, old = model_config.get("afc_formulation"), model_config.get("mlp_impl")
+    if old:
+        _log.warning(
+            "model.mlp_impl is deprecated: it is model.afc_formulation (same values; it also "
+            "selects how the AFC stem is computed). Read mlp_impl=%r as afc_formulation.", old
+        )
+        if new and new != old:
+            raise ModelConfigError(
+                f"model.afc_formulation={new!r} and its deprecated name model.mlp_impl={old!r} "
+                "disagree; set only model.afc_formulation"
+            )
+    return new or old or "auto"
 
 
 def from_config(model_config, num_classes: int):
@@ -36,11 +63,15 @@ def from_config(model_config, num_classes: int):
         head_init_scale=m.head_init_scale,
         dtype=DTYPES[m.dtype],
         filter_rule=m.filter_rule,
-        mlp_impl=m.get("mlp_impl") or "auto",
+        afc_formulation=afc_formulation(m),
         filter_impl=m.get("filter_impl") or "auto",
         remat=m.get("remat") or "none",
     )
-    choices = (("mlp_impl", MLP_IMPLS), ("filter_impl", FILTER_IMPLS), ("remat", REMAT_OPTIONS))
+    choices = (
+        ("afc_formulation", AFC_FORMULATIONS),
+        ("filter_impl", FILTER_IMPLS),
+        ("remat", REMAT_OPTIONS),
+    )
     for field, allowed in choices:
         if kwargs[field] not in allowed:
             raise ModelConfigError(

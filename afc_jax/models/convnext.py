@@ -27,13 +27,13 @@ import numpy as np
 
 from afc_jax.layers.activations import StemPolynomialResidual
 from afc_jax.layers.conv import CircularConv, convnext_kernel_init
-from afc_jax.layers.mlp import AliasFreeMLP, GeluMLP, resolve_mlp_impl
+from afc_jax.layers.mlp import AliasFreeMLP, GeluMLP, resolve_afc_formulation
 from afc_jax.layers.mlp_variants import PolynomialMLP, UpsampledGeluMLP
 from afc_jax.layers.norms import LayerNorm
 from afc_jax.layers.pooling import APSPool, BlurPool, IdealBlurPool
 from afc_jax.layers.regularization import DropPath, LayerScale
 from afc_jax.models.families import FamilySpec
-from afc_jax.ops import dft
+from afc_jax.ops.filters import ideal_lowpass
 
 Dtype = Any
 TOTAL_STRIDE = 32
@@ -75,7 +75,7 @@ class _Configured(nn.Module):
     param_dtype: Dtype = jnp.float32
     precision: Any = None
     filter_rule: str = "strict"
-    mlp_impl: str = "auto"
+    afc_formulation: str = "auto"
     filter_impl: str = "auto"
 
     def norm(self, name: str) -> LayerNorm:
@@ -112,8 +112,8 @@ class Stem(_Configured):
     """4x4 conv to `features`, [AFC polynomial], downsampling by 4, norm.
 
     The AFC polynomial multiplies the conv output by its low-pass (cutoff 0.75). With the
-    "fast" formulation (`mlp_impl` "fast"/"auto") that low-pass is taken of the (N, H, W, 3)
-    image and the same conv applied to it: a circular convolution and an ideal circular
+    "fast" formulation (`afc_formulation` "fast"/"auto") that low-pass is taken of the
+    (N, H, W, 3) image and the same conv applied to it: a circular convolution and an ideal circular
     low-pass are both diagonal in the Fourier basis, so they commute (the bias is a constant,
     which the low-pass keeps), and filtering 3 channels instead of `features` costs a
     32nd of it (ConvNeXt-T) plus one more 4x4 conv. "reference" filters the conv output,
@@ -137,7 +137,8 @@ class Stem(_Configured):
                 name="poly",
             )
             x_lowpass = None
-            if self.family.stem == "circular" and resolve_mlp_impl(self.mlp_impl) == "fast":
+            fast = resolve_afc_formulation(self.afc_formulation) == "fast"
+            if self.family.stem == "circular" and fast:
                 x_lowpass = conv(self._image_lowpass(images, poly.cutoff))
             x = poly(x, x_lowpass)
         x = self.resample(4)(x)
@@ -145,8 +146,8 @@ class Stem(_Configured):
 
     def _image_lowpass(self, images: jax.Array, cutoff: float) -> jax.Array:
         """Ideal low-pass of the (N, H, W, C) images, computed in float32, images' dtype."""
-        impl = dft.resolve_filter_impl(self.filter_impl or "auto", "lowpass", images.shape)
-        return dft.lowpass(images, cutoff, rule=self.filter_rule, impl=impl)
+        impl = self.filter_impl or "auto"
+        return ideal_lowpass(images, cutoff, rule=self.filter_rule, impl=impl)
 
 
 class Downsample(_Configured):
@@ -186,7 +187,7 @@ class Block(_Configured):
         if self.family.mlp == "alias_free":
             y = AliasFreeMLP(
                 filter_rule=self.filter_rule,
-                impl=self.mlp_impl,
+                formulation=self.afc_formulation,
                 filter_impl=self.filter_impl,
                 name="mlp",
                 **mlp_kw,
@@ -226,7 +227,7 @@ class Stage(_Configured):
                 param_dtype=self.param_dtype,
                 precision=self.precision,
                 filter_rule=self.filter_rule,
-                mlp_impl=self.mlp_impl,
+                afc_formulation=self.afc_formulation,
                 filter_impl=self.filter_impl,
                 drop_path=rate,
                 layer_scale_init=self.layer_scale_init,
@@ -250,14 +251,14 @@ class ConvNeXt(nn.Module):
       dtype: computation dtype (e.g. jnp.bfloat16); params stay `param_dtype`, filters and
         FFTs always run in float32.
       precision: matmul/conv precision passed to XLA (e.g. "highest" for parity on TPU).
-      filter_rule: "strict" or "official" ideal-filter band rule (see `afc_jax.ops.fourier`).
-      mlp_impl: AFC formulation: "reference" (the official one: block MLPs with pointwise
-        layers at 2x resolution, the stem's low-pass on the conv output), "fast" (pointwise
-        layers at 1x, only the polynomial on a fine grid; the stem's low-pass on the image,
-        before the conv; equal to round-off) or "auto" (= "fast"). See
+      filter_rule: "strict" or "official" ideal-filter band rule (see `afc_jax.ops.spectral`).
+      afc_formulation: how AFC is computed: "reference" (the official one: block MLPs with
+        pointwise layers at 2x resolution, the stem's low-pass on the conv output), "fast"
+        (pointwise layers at 1x, only the polynomial on a fine grid; the stem's low-pass on the
+        image, before the conv; equal to round-off) or "auto" (= "fast"). See
         `afc_jax.layers.mlp.AliasFreeMLP` and `Stem`.
       filter_impl: ideal filters as "fft", "matrix" (separable dense DFT matrices) or "auto"
-        (per layer, from map size, channels and backend: `afc_jax.ops.dft.choose_filter_impl`).
+        (per layer, from map size and target platform: `afc_jax.ops.filter_choice`).
       debug: check inputs for NaN/Inf (eagerly when not traced; under jit with
         `jax.experimental.checkify`).
       remat: activation rematerialisation in training, the same function and parameters:
@@ -278,7 +279,7 @@ class ConvNeXt(nn.Module):
     param_dtype: Dtype = jnp.float32
     precision: Any = None
     filter_rule: str = "strict"
-    mlp_impl: str = "auto"
+    afc_formulation: str = "auto"
     filter_impl: str = "auto"
     debug: bool = False
     remat: str = "none"
@@ -297,7 +298,7 @@ class ConvNeXt(nn.Module):
             param_dtype=self.param_dtype,
             precision=self.precision,
             filter_rule=self.filter_rule,
-            mlp_impl=self.mlp_impl,
+            afc_formulation=self.afc_formulation,
             filter_impl=self.filter_impl,
         )
         self.downsample_layers = [Stem(features=self.dims[0], **common)] + [

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from afc_jax.ops.fourier import _compute_dtype, ideal_downsample, ideal_upsample
+from afc_jax.ops.filters import ideal_downsample, ideal_upsample
+from afc_jax.ops.spectral import compute_dtype
 
 
 def on_fine_grid(
@@ -30,12 +31,12 @@ def on_fine_grid(
       x: (..., H, W, C) array (the filters run in float32, or float64 for float64 input).
       fn: pointwise function (applied elementwise, any shape).
       factor: upsampling factor (integer >= 1; 1 is `fn(x)`).
-      rule: low-pass rule of the downsampling (see `afc_jax.ops.fourier.ideal_lowpass`).
+      rule: low-pass rule of the downsampling (see `afc_jax.ops.filters.ideal_lowpass`).
 
     Returns:
       (..., H, W, C) array of x's dtype.
     """
-    ct = _compute_dtype(x.dtype)
+    ct = compute_dtype(x.dtype)
     fine = ideal_upsample(x.astype(ct), factor)
     y = ideal_downsample(fn(fine), factor, rule=rule)
     return y.astype(x.dtype)
@@ -49,5 +50,5 @@ def pointwise_on_upsampled(
     The map a nonlinearity would produce if evaluated on the finer grid, before any filter
     (what the aliasing spectrum measures, see `afc_jax.analysis.spectrum`).
     """
-    ct = _compute_dtype(x.dtype)
+    ct = compute_dtype(x.dtype)
     return fn(ideal_upsample(jnp.asarray(x).astype(ct), factor))

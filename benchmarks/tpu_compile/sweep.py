@@ -81,7 +81,7 @@ def write_markdown(results: list[dict], failures: list[dict], path: str, header:
         "bandwidth) with the chip's public figures (`benchmarks/tpu_compile/chips.py`); (c) "
         "compute-bound, (m) memory-bound. Setting: what was needed to fit (default: the "
         "config as it is). bfloat16 compute, so the AFC filter products run at one bfloat16 "
-        "pass (`afc_jax.ops.dft.filter_precision`, measured in `benchmarks/README.md`, "
+        "pass (`afc_jax.ops.filter_matrices.filter_precision`, measured in `benchmarks/README.md`, "
         '"TPU numerics"); pointwise layers and convolutions at `model.precision=None` '
         '(DEFAULT). The TPU\'s own "auto" choices throughout (native depthwise conv, matrix '
         "filters, NCHW fine grids).",

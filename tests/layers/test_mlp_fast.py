@@ -1,9 +1,9 @@
 """The fast AFC MLP formulation and the filter implementations against the reference.
 
-`AliasFreeMLP(impl="reference", filter_impl="fft")` is the official formulation (spec §6); every
-other formulation, filter implementation and layout must equal it to 1e-5 relative in float32
-(max |Δ| / max |ref|; float32 round-off is ~1e-6), gradients included. Every variant of a shape
-is computed in ONE jitted function, so each shape compiles once.
+`AliasFreeMLP(formulation="reference", filter_impl="fft")` is the official formulation
+(spec §6); every other formulation, filter implementation and layout must equal it to 1e-5
+relative in float32 (max |Δ| / max |ref|; float32 round-off is ~1e-6), gradients included.
+Every variant of a shape is computed in ONE jitted function, so each shape compiles once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from afc_jax import layers, models, ops
 from afc_jax.layers.mlp import AliasFreeMLP
-from afc_jax.ops import dft
+from afc_jax.ops.filters import fine_grid_map
 from tests.helpers import rel_err
 
 TOL = 1e-5
@@ -25,13 +25,13 @@ TOL = 1e-5
 # The model-level bound (nano AFC logits at 64x64) is measured by `python -m benchmarks.run`.
 BF16_LAYER_BOUND = 2e-2
 
-REFERENCE = dict(impl="reference", filter_impl="fft")
+REFERENCE = dict(formulation="reference", filter_impl="fft")
 VARIANTS = {
-    "reference/matrix": dict(impl="reference", filter_impl="matrix"),
-    "fast/matrix/nchw": dict(impl="fast", filter_impl="matrix", layout="nchw"),
-    "fast/matrix/nhwc": dict(impl="fast", filter_impl="matrix", layout="nhwc"),
-    "fast/fft/nchw": dict(impl="fast", filter_impl="fft", layout="nchw"),
-    "fast/fft/nhwc": dict(impl="fast", filter_impl="fft", layout="nhwc"),
+    "reference/matrix": dict(formulation="reference", filter_impl="matrix"),
+    "fast/matrix/nchw": dict(formulation="fast", filter_impl="matrix", layout="nchw"),
+    "fast/matrix/nhwc": dict(formulation="fast", filter_impl="matrix", layout="nhwc"),
+    "fast/fft/nchw": dict(formulation="fast", filter_impl="fft", layout="nchw"),
+    "fast/fft/nhwc": dict(formulation="fast", filter_impl="fft", layout="nhwc"),
     "auto": dict(),
 }
 FEW = ("auto", "fast/fft/nhwc")
@@ -101,7 +101,7 @@ def _grads(params, x, r):
     out = {"reference": jax.grad(loss(REFERENCE), argnums=(0, 1))(params, x)}
     for k in ("fast/matrix/nchw", "fast/matrix/nhwc", "fast/fft/nchw"):
         out[k] = jax.grad(loss(VARIANTS[k]), argnums=(0, 1))(params, x)
-    remat = dict(impl="fast", filter_impl="matrix", remat=True)
+    remat = dict(formulation="fast", filter_impl="matrix", remat=True)
     out["fast/remat"] = jax.grad(loss(remat), argnums=(0, 1))(params, x)
     return out
 
@@ -172,8 +172,8 @@ def test_default_layers_keep_todays_code_path():
 def test_bad_options_are_rejected():
     x = jnp.zeros((1, 4, 4, 2))
     params = _params(x, 0)
-    with pytest.raises(ValueError, match="mlp_impl"):
-        AliasFreeMLP(impl="fastest").apply({"params": params}, x)
+    with pytest.raises(ValueError, match="afc_formulation"):
+        AliasFreeMLP(formulation="fastest").apply({"params": params}, x)
     with pytest.raises(ValueError, match="filter_impl"):
         AliasFreeMLP(filter_impl="dct").apply({"params": params}, x)
 
@@ -186,13 +186,13 @@ def test_models_create_threads_the_options():
     numbers of the default (fast) path are checked by the parity and equivariance suites."""
     x = jnp.zeros((1, 32, 64, 3))
     trees = []
-    for mlp_impl, filter_impl in [("reference", "fft"), ("fast", "matrix"), ("auto", "auto")]:
-        model = models.create("convnext_afc", mlp_impl=mlp_impl, filter_impl=filter_impl, **NANO)
-        assert (model.mlp_impl, model.filter_impl) == (mlp_impl, filter_impl)
+    for form, filter_impl in [("reference", "fft"), ("fast", "matrix"), ("auto", "auto")]:
+        model = models.create("convnext_afc", afc_formulation=form, filter_impl=filter_impl, **NANO)
+        assert (model.afc_formulation, model.filter_impl) == (form, filter_impl)
         trees.append(jax.eval_shape(model.init, jax.random.PRNGKey(0), x))
     for tree in trees[1:]:
         chex.assert_trees_all_equal_shapes_and_dtypes(tree, trees[0])
-    assert models.create("convnext_afc_tiny").mlp_impl == "auto"
+    assert models.create("convnext_afc_tiny").afc_formulation == "auto"
 
 
 def test_bfloat16_fast_path_stays_equivariant_within_the_bound():
@@ -213,6 +213,6 @@ def test_bfloat16_fast_path_stays_equivariant_within_the_bound():
     # the fine-grid filters compute in float32 (fn would zero a bfloat16 map here) and hand
     # back the input dtype; at an odd size the round trip keeps every bin
     xb = jnp.asarray(_rand((1, 7, 7, 2), 62), jnp.bfloat16)
-    out = dft.fine_grid_map(xb, lambda p: p * (p.dtype == jnp.float32))
+    out = fine_grid_map(xb, lambda p: p * (p.dtype == jnp.float32))
     assert out.dtype == jnp.bfloat16
     assert rel_err(out, xb) <= 1e-2

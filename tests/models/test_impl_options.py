@@ -1,8 +1,11 @@
-"""How AFC computes is a config choice (`model.mlp_impl`, `model.filter_impl`), and every choice
-computes the same function; bfloat16 compute keeps the model's shift invariance within a bound.
+"""How AFC computes is a config choice (`model.afc_formulation`, formerly `model.mlp_impl`, and
+`model.filter_impl`), and every choice computes the same function; bfloat16 compute keeps the
+model's shift invariance within a bound.
 """
 
 from __future__ import annotations
+
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -38,17 +41,19 @@ def _digits_config(**model):
 
 def test_defaults_are_auto():
     c = _digits_config()
-    assert (c.model.mlp_impl, c.model.filter_impl) == ("auto", "auto")
+    # afc_formulation unset (None) is "auto"; the deprecated mlp_impl is unset
+    assert (c.model.afc_formulation, c.model.mlp_impl, c.model.filter_impl) == (None, None, "auto")
     model = build_model(c, 10)
-    assert (model.mlp_impl, model.filter_impl) == ("auto", "auto")
+    assert (model.afc_formulation, model.filter_impl) == ("auto", "auto")
 
 
 def test_config_override_reaches_the_model_and_keeps_the_function():
     x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 32, 32, 3)), jnp.float32)
     outputs = {}
     for filter_impl in ("fft", "matrix"):
-        model = build_model(_digits_config(mlp_impl="fast", filter_impl=filter_impl), 10)
-        assert (model.mlp_impl, model.filter_impl) == ("fast", filter_impl)
+        config = _digits_config(afc_formulation="fast", filter_impl=filter_impl)
+        model = build_model(config, 10)
+        assert (model.afc_formulation, model.filter_impl) == ("fast", filter_impl)
         variables = random_variables(model, (32, 32), seed=1)
         outputs[filter_impl] = jax.jit(model.apply)(variables, x)
     assert rel_err(outputs["fft"], outputs["matrix"]) <= IMPL_TOL
@@ -59,15 +64,15 @@ def test_reference_and_fast_formulations_agree_with_gradients():
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.standard_normal((2, 32, 64, 3)), jnp.float32)
     logits, grads = {}, {}
-    for mlp_impl, filter_impl in (("reference", "fft"), ("fast", "auto")):
-        model = build_model(_digits_config(mlp_impl=mlp_impl, filter_impl=filter_impl), 10)
+    for form, filter_impl in (("reference", "fft"), ("fast", "auto")):
+        model = build_model(_digits_config(afc_formulation=form, filter_impl=filter_impl), 10)
         variables = random_variables(model, (32, 64), seed=6)
 
         def loss(v, x, model=model):
             return jnp.sum(model.apply(v, x) ** 2)
 
-        logits[mlp_impl] = jax.jit(model.apply)(variables, x)
-        grads[mlp_impl] = jax.jit(jax.grad(loss))(variables, x)["params"]
+        logits[form] = jax.jit(model.apply)(variables, x)
+        grads[form] = jax.jit(jax.grad(loss))(variables, x)["params"]
     assert rel_err(logits["fast"], logits["reference"]) <= IMPL_TOL
     # Every parameter's gradient, not only the stem's: the formulations differ in every block.
     fast = dict(jax.tree_util.tree_leaves_with_path(grads["fast"]))
@@ -77,7 +82,7 @@ def test_reference_and_fast_formulations_agree_with_gradients():
     assert max(errors.values()) <= GRAD_TOL, sorted(errors.items(), key=lambda e: -e[1])[:5]
 
 
-@pytest.mark.parametrize("field", ["mlp_impl", "filter_impl"])
+@pytest.mark.parametrize("field", ["afc_formulation", "filter_impl"])
 def test_unknown_impl_is_a_config_error(field):
     with pytest.raises(ConfigError, match=field):
         build_model(_digits_config(**{field: "cuda"}), 10)
@@ -89,7 +94,37 @@ def test_evaluation_takes_the_impl_from_its_own_config():
     c = _digits_config(filter_impl="fft")
     saved = {"name": "convnext_afc", "filter_rule": "strict", "filter_impl": "matrix"}
     m = loading.model_config(c, saved).model
-    assert (m.mlp_impl, m.filter_impl) == ("auto", "fft")
+    assert (m.afc_formulation, m.filter_impl) == ("auto", "fft")
+
+
+def test_the_old_name_mlp_impl_is_read_with_a_warning(caplog):
+    """Configs and saved runs written before the rename say `model.mlp_impl`: it means
+    afc_formulation (a logged deprecation warning); both given must agree."""
+    with caplog.at_level(logging.WARNING, logger="afc_jax.models.config"):
+        model = build_model(_digits_config(mlp_impl="reference"), 10)
+    assert model.afc_formulation == "reference"
+    assert any("mlp_impl is deprecated" in r.getMessage() for r in caplog.records)
+    both = _digits_config(mlp_impl="reference", afc_formulation="reference")
+    assert build_model(both, 10).afc_formulation == "reference"
+    with pytest.raises(ConfigError, match="disagree"):
+        build_model(_digits_config(mlp_impl="reference", afc_formulation="fast"), 10)
+    with pytest.raises(ValueError, match="disagree"):
+        loading.model_config(_digits_config(mlp_impl="reference", afc_formulation="fast"))
+    # the evaluation path: the evaluating config's old name is read the same way
+    old = loading.model_config(_digits_config(mlp_impl="reference"), {"name": "convnext_afc"})
+    assert old.model.afc_formulation == "reference"
+    assert "mlp_impl" not in old.model
+
+
+def test_the_old_name_works_in_a_config_without_the_new_field():
+    """A config dict written before the rename, with only `mlp_impl` (no `afc_formulation`)."""
+    import ml_collections
+
+    c = _digits_config()
+    fields = {k: v for k, v in c.model.items() if k not in ("afc_formulation", "mlp_impl")}
+    c.model = ml_collections.ConfigDict(dict(fields, mlp_impl="reference"))
+    assert "afc_formulation" not in c.model
+    assert build_model(c, 10).afc_formulation == "reference"
 
 
 def test_bfloat16_model_keeps_half_pixel_invariance_within_the_bound():

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import pytest
 
 from afc_jax.layers.conv import resolve_depthwise_impl
-from afc_jax.ops import dft
+from afc_jax.ops import filter_matrices as fm
+from afc_jax.ops.filter_choice import choose_filter_impl, choose_layout
+from afc_jax.ops.filters import fine_grid_map
 from afc_jax.ops.platform import normalize_platform, target_platform, targeting
 
 
@@ -30,28 +32,28 @@ def test_targeting_accepts_devices():
 def test_auto_choices_decide_for_the_target():
     # The CPU's choices (shift-and-add, FFT for a large low-pass) must not reach a TPU program.
     assert resolve_depthwise_impl("auto", backend="cpu") == "shift_add"
-    assert dft.choose_filter_impl("lowpass", 512, 3, backend="cpu") == "fft"
+    assert choose_filter_impl("lowpass", 512, platform="cpu") == "fft"
     with targeting("tpu"):
         assert resolve_depthwise_impl("auto") == "conv"
-        assert dft.choose_filter_impl("lowpass", 512, 3) == "matrix"
+        assert choose_filter_impl("lowpass", 512) == "matrix"
     with targeting("cpu"):
         assert resolve_depthwise_impl("auto") == "shift_add"
-        assert dft.choose_filter_impl("lowpass", 512, 3) == "fft"
+        assert choose_filter_impl("lowpass", 512) == "fft"
 
 
 def test_tpu_layout_and_filter_precision():
-    # TPU compiler measurements (afc_jax.ops.dft docstrings): NCHW at every size; one bfloat16
-    # pass for the filter products under 16-bit compute; elsewhere HIGHEST.
-    assert dft.choose_layout(14, 384, backend="cpu") == "nhwc"
-    assert dft.choose_layout(14, 384, backend="tpu") == "nchw"
+    # TPU compiler measurements (afc_jax.ops.filter_choice, filter_matrices): NCHW at every
+    # size; one bfloat16 pass for the filter products under 16-bit compute; elsewhere HIGHEST.
+    assert choose_layout(14, platform="cpu") == "nhwc"
+    assert choose_layout(14, platform="tpu") == "nchw"
     highest, default = jax.lax.Precision.HIGHEST, jax.lax.Precision.DEFAULT
     with targeting("tpu"):
-        assert dft.choose_layout(14, 384) == "nchw"
-        assert dft.filter_precision(jnp.bfloat16) == default
-        assert dft.filter_precision(jnp.float32) == highest
+        assert choose_layout(14) == "nchw"
+        assert fm.filter_precision(jnp.bfloat16) == default
+        assert fm.filter_precision(jnp.float32) == highest
     for platform in ("cpu", "gpu"):
         with targeting(platform):
-            assert dft.filter_precision(jnp.bfloat16) == highest
+            assert fm.filter_precision(jnp.bfloat16) == highest
 
 
 def test_one_pass_filters_on_a_tpu_take_bfloat16_operands_and_stay_accurate():
@@ -60,15 +62,15 @@ def test_one_pass_filters_on_a_tpu_take_bfloat16_operands_and_stay_accurate():
     import numpy as np
 
     x = np.random.default_rng(0).standard_normal((2, 4, 12, 12)).astype(np.float32)
-    ref = dft.fine_grid_map(jnp.asarray(x), lambda p: p * p, layout="nchw")
-    sep = dft.apply_separable(jnp.asarray(x), dft.upsample_matrix(12, 2), None, layout="nchw")
+    ref = fine_grid_map(jnp.asarray(x), lambda p: p * p, layout="nchw")
+    sep = fm.apply_separable(jnp.asarray(x), fm.upsample_matrix(12, 2), None, layout="nchw")
     with targeting("tpu"):
-        lowp = dft.fine_grid_map(jnp.asarray(x, jnp.bfloat16), lambda p: p * p, layout="nchw")
-        lows = dft.apply_separable(
-            jnp.asarray(x, jnp.bfloat16), dft.upsample_matrix(12, 2), None, layout="nchw"
+        lowp = fine_grid_map(jnp.asarray(x, jnp.bfloat16), lambda p: p * p, layout="nchw")
+        lows = fm.apply_separable(
+            jnp.asarray(x, jnp.bfloat16), fm.upsample_matrix(12, 2), None, layout="nchw"
         )
         text = (
-            jax.jit(lambda v: dft.fine_grid_map(v, lambda p: p * p, layout="nchw"))
+            jax.jit(lambda v: fine_grid_map(v, lambda p: p * p, layout="nchw"))
             .lower(jnp.asarray(x, jnp.bfloat16))
             .as_text()
         )

@@ -1,8 +1,10 @@
-"""Ideal low-pass, ideal up/downsampling and fractional shifts (spec §2-§4).
+"""The public filters (`afc_jax.ops.filters`, spec §2-§4): ideal low-pass, up/downsampling,
+resizing, the fine-grid map and fractional shifts, by every implementation and layout.
 
 Every property is checked against an independent float64 NumPy reference (full complex FFTs,
-masks built from exact fractions) or an algebraic identity; the parity with the official
-fixtures lives in `tests/layers/test_layer_parity.py`.
+masks built from exact fractions) or an algebraic identity, and the implementations ("fft",
+"matrix", both layouts) against each other; the parity with the official fixtures lives in
+`tests/layers/test_layer_parity.py`.
 
 Tolerance: relative error max|Δ| / max|ref| <= 1e-5 in float32 (float32 FFT round-off is about
 3e-7 at these sizes), 1e-12 in float64.
@@ -22,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from afc_jax import ops
+from afc_jax.ops import filter_matrices, filters
 from tests.helpers import rel_err
 
 TOL = 1e-5
@@ -134,85 +137,14 @@ def shift(x, dy, dx):
     return _traced_shift(jnp.asarray(x), jnp.float32(dy), jnp.float32(dx))
 
 
-# ----------------------------------------------------------------------------- masks
+# ----------------------------------------------------------------------------- ideal_lowpass
 
 
-@pytest.mark.parametrize("n, cutoff", [(12, 0.75), (28, 0.75), (100, 0.25), (20, 0.25)])
-def test_rules_differ_where_documented(n, cutoff):
-    strict = ops.lowpass_mask_1d(n, cutoff, rule="strict")
-    official = ops.lowpass_mask_1d(n, cutoff, rule="official")
-    assert not np.array_equal(strict, official)
-    # The official rule drops exactly the pair +-ceil(N c / 2) - 1 that the strict rule keeps.
-    dropped = np.abs(_signed_freqs(n))[(strict == 1) & (official == 0)]
-    assert sorted(set(dropped.tolist())) == [math.floor(n * cutoff / 2)]
-
-
-def _model_usages(n_input: int):
-    """(N, cutoff) pairs an AFC model filters at, for an n_input x n_input image (spec §6, §8)."""
-    pairs = [(n_input, 0.75), (n_input, 0.25)]  # stem polynomial, stem stride-4 filter
-    pairs += [(n_input // 2**j, 0.5) for j in (2, 3, 4)]  # downsample layers at N/4, N/8, N/16
-    pairs += [(n_input // 2**j, 0.5) for j in (1, 2, 3, 4)]  # block MLPs on the 2x grid
-    return pairs
-
-
-@pytest.mark.parametrize("n_input", [32 * k for k in range(1, 17)])
-def test_rules_agree_at_model_sizes(n_input):
-    for n, cutoff in _model_usages(n_input):
-        for half in (False, True):
-            np.testing.assert_array_equal(
-                ops.lowpass_mask_1d(n, cutoff, half=half, rule="strict"),
-                ops.lowpass_mask_1d(n, cutoff, half=half, rule="official"),
-                err_msg=f"N={n} cutoff={cutoff}",
-            )
-    # Cutoff 1/2 agrees at every coarser map (N/32 included) too.
-    for j in range(6):
-        n = n_input // 2**j
-        np.testing.assert_array_equal(
-            ops.lowpass_mask_1d(n, 0.5, rule="strict"),
-            ops.lowpass_mask_1d(n, 0.5, rule="official"),
-        )
-
-
-def test_official_rule_can_remove_everything():
-    """At N=4, cutoff 1/4 the official rule keeps no bin; the strict one keeps the mean."""
-    assert ops.lowpass_mask_1d(4, 0.25, rule="official").sum() == 0
-    np.testing.assert_array_equal(ops.lowpass_mask_1d(4, 0.25, rule="strict"), [1, 0, 0, 0])
-
-
-@SETTINGS
-@given(st.integers(1, 64), st.sampled_from(CUTOFFS), st.sampled_from(RULES))
-def test_masks_match_documented_rules(n, cutoff, rule):
-    full = ops.lowpass_mask_1d(n, float(cutoff), rule=rule)
-    np.testing.assert_array_equal(full, ref_mask_1d(n, cutoff, rule))
-    half = ops.lowpass_mask_1d(n, float(cutoff), half=True, rule=rule)
-    np.testing.assert_array_equal(half, full[: n // 2 + 1])
-    np.testing.assert_array_equal(
-        ops.lowpass_mask_2d(n, 6, float(cutoff), rule=rule),
-        np.outer(full, ref_mask_1d(6, cutoff, rule)[:4]),
-    )
-
-
-def test_mask_examples_from_spec():
-    """Spec §2 examples: cutoff -> (N, largest kept |k|)."""
-    examples = {0.5: [(56, 13), (28, 6), (14, 3), (12, 2)], 0.25: [(224, 27), (96, 11)],
-                0.75: [(224, 83), (96, 35), (56, 20), (14, 5)]}
-    for cutoff, pairs in examples.items():
-        for n, kmax in pairs:
-            for rule in RULES:
-                kept = np.abs(_signed_freqs(n))[ops.lowpass_mask_1d(n, cutoff, rule=rule) == 1]
-                assert kept.max() == kmax, (cutoff, n, rule)
-
-
-def test_invalid_rule_and_cutoff():
-    with pytest.raises(ValueError):
-        ops.lowpass_mask_1d(8, 0.5, rule="nope")
-    with pytest.raises(ValueError):
-        ops.lowpass_mask_1d(8, 0.0)
+def test_lowpass_rejects_non_spatial_input():
     with pytest.raises(ValueError):
         ops.ideal_lowpass(jnp.zeros((4, 4)), 0.5)
 
 
-# ----------------------------------------------------------------------------- ideal_lowpass
 
 
 def _roll(a, sy, sx):
@@ -484,3 +416,178 @@ def test_large_shift_keeps_float32_accuracy():
     x = _rand((12, 5, 1), 21)
     d = float(np.float32(10000.3))  # the reference uses the same float32 amount
     assert rel_err(shift(x, d, 0.0), ref_shift(x, d, 0.0)) <= TOL
+
+
+# ----------------------------------------------------------------------------- implementations
+
+IMPLS = ("fft", "matrix")
+
+
+def _nchw(fn):
+    """fn written for NCHW, applied to an NHWC array and returned as NHWC."""
+    return lambda x: jnp.transpose(fn(jnp.transpose(x, (0, 3, 1, 2))), (0, 2, 3, 1))
+
+
+RESIZE_SHAPES = [(2, 8, 8, 3), (1, 7, 6, 2), (1, 12, 20, 2), (1, 28, 28, 2)]
+
+
+@pytest.mark.parametrize("shape", RESIZE_SHAPES, ids=lambda s: f"{s[1]}x{s[2]}")
+def test_resize_and_upsample_by_every_impl_and_layout(shape):
+    """ideal_resize up and down, ideal_upsample: fft / matrix, NHWC / NCHW agree with the
+    interpolation matrices applied separably."""
+    _, h, w, c = shape
+    mh, mw = filters.fine_grid_size(h), filters.fine_grid_size(w)
+    up_hw = (2 * h, 2 * w)
+    fm = filter_matrices
+
+    @jax.jit
+    def run(x, y):
+        out = {
+            "up_ref": fm.apply_separable(x, fm.upsample_matrix(h, 2), fm.upsample_matrix(w, 2)),
+            "fine_ref": fm.apply_separable(x, fm.resample_matrix(h, mh), fm.resample_matrix(w, mw)),
+            "band_ref": fm.apply_separable(
+                y, fm.band_resample_matrix(mh, h), fm.band_resample_matrix(mw, w)
+            ),
+        }
+        for impl in IMPLS:
+            for layout in ("nhwc", "nchw"):
+                wrap = _nchw if layout == "nchw" else (lambda f: f)
+                kw = dict(impl=impl, layout=layout)
+                cases = {
+                    "up": (x, lambda v, kw=kw: filters.ideal_upsample(v, 2, **kw)),
+                    "up_resize": (x, lambda v, kw=kw: filters.ideal_resize(v, up_hw, **kw)),
+                    "fine": (x, lambda v, kw=kw: filters.ideal_resize(v, (mh, mw), **kw)),
+                    "band": (y, lambda v, kw=kw: filters.ideal_resize(v, (h, w), **kw)),
+                }
+                for name, (arg, fn) in cases.items():
+                    out[f"{name}_{impl}{layout}"] = wrap(fn)(arg)
+        return out
+
+    out = run(jnp.asarray(_rand(shape, 1), jnp.float32),
+              jnp.asarray(_rand((shape[0], mh, mw, c), 2), jnp.float32))
+    for key, value in out.items():
+        ref = out[key.split("_")[0] + "_ref"]
+        assert rel_err(value, ref) <= TOL, key
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 6, 2), (1, 12, 20, 2), (1, 56, 56, 1)],
+                         ids=lambda s: f"{s[1]}x{s[2]}")
+def test_downsample_and_lowpass_by_every_impl_and_layout(shape):
+    @jax.jit
+    def run(x):
+        out = {}
+        for factor in (2, 4):
+            for rule in RULES:
+                key = f"down{factor}{rule}"
+                out[key + "_ref"] = filters.ideal_downsample(x, factor, rule=rule)
+                for impl in IMPLS:
+                    kw = dict(rule=rule, impl=impl, crop_spectrum=True)
+                    out[f"{key}_{impl}"] = filters.ideal_downsample(x, factor, **kw)
+                    out[f"{key}_{impl}nchw"] = _nchw(
+                        lambda v, f=factor, kw=kw: filters.ideal_downsample(
+                            v, f, layout="nchw", **kw))(x)
+        out["lp_ref"] = filters.ideal_lowpass(x, 0.75)
+        out["custom_ref"] = filters.ideal_lowpass(x, 0.75)[:, ::2, ::2]
+        for impl in IMPLS:
+            out[f"lp_{impl}"] = filters.ideal_lowpass(x, 0.75, impl=impl)
+            out[f"lp_{impl}nchw"] = _nchw(
+                lambda v, i=impl: filters.ideal_lowpass(v, 0.75, impl=i, layout="nchw"))(x)
+            out[f"custom_{impl}"] = filters.ideal_downsample(x, 2, cutoff=0.75, impl=impl)
+        return out
+
+    out = run(jnp.asarray(_rand(shape, 3), jnp.float32))
+    for key, value in out.items():
+        assert rel_err(value, out[key.split("_")[0] + "_ref"]) <= TOL, key
+
+
+def test_fine_grid_map_equals_the_official_2x_grid():
+    def poly(p):
+        return 0.1 + p * (0.5 + 0.3 * p)
+
+    @jax.jit
+    def run(x):
+        ref = filters.ideal_downsample(poly(filters.ideal_upsample(x, 2)), 2)
+        out = {"ref": ref}
+        for impl in IMPLS:
+            out[impl] = filters.fine_grid_map(x, poly, impl=impl)
+            out[impl + "nchw"] = _nchw(
+                lambda v, i=impl: filters.fine_grid_map(v, poly, impl=i, layout="nchw"))(x)
+        # the official 2x grid is one of the allowed grids
+        out["grid2x"] = filters.fine_grid_map(x, poly, impl="matrix", grid=(14, 24))
+        return out
+
+    out = run(jnp.asarray(_rand((2, 7, 12, 3), 5), jnp.float32))
+    for key, value in out.items():
+        assert rel_err(value, out["ref"]) <= TOL, key
+    with pytest.raises(ValueError, match="aliases"):
+        filters.fine_grid_map(jnp.zeros((1, 7, 12, 1)), poly, grid=(9, 17))
+
+
+def test_shift_in_nchw_equals_nhwc():
+    x = jnp.asarray(_rand((2, 6, 7, 3), 18))
+    want = filters.fractional_shift(x, (0.3, -1.7))
+    got = _nchw(lambda v: filters.fractional_shift(v, (0.3, -1.7), layout="nchw"))(x)
+    assert rel_err(got, want) <= TOL
+    rolled = _nchw(lambda v: filters.fractional_shift(v, (2, -1), layout="nchw"))(x)
+    np.testing.assert_array_equal(np.asarray(rolled), np.roll(np.asarray(x), (2, -1), (1, 2)))
+
+
+def test_bfloat16_in_bfloat16_out_for_every_impl():
+    x = jnp.asarray(_rand((1, 8, 8, 8), 6), jnp.bfloat16)  # 8x8 in either layout
+    for impl in ("auto",) + IMPLS:
+        for layout in ("nhwc", "nchw"):
+            kw = dict(impl=impl, layout=layout)
+            outs = [
+                filters.ideal_lowpass(x, 0.5, **kw),
+                filters.ideal_downsample(x, 2, crop_spectrum=True, **kw),
+                filters.ideal_downsample(x, 2, **kw),
+                filters.ideal_upsample(x, 2, **kw),
+                filters.ideal_resize(x, (12, 12), **kw),
+                filters.ideal_resize(x, (4, 4), **kw),
+                filters.fine_grid_map(x, lambda p: p * p, **kw),
+            ]
+            assert [o.dtype for o in outs] == [jnp.bfloat16] * len(outs), (impl, layout)
+    assert filters.fractional_shift(x, (0.5, 0.25)).dtype == jnp.bfloat16
+
+
+def test_float64_stays_float64_and_is_computed_in_float64():
+    """Under x64, float64 in -> float64 out, and every impl agrees with the float64 NumPy
+    reference to 1e-12, which float32 arithmetic (round-off ~1e-7) could not reach."""
+    x = _rand((1, 12, 10, 2), 7).astype(np.float64)
+    want_lp = ref_lowpass(x[0], Fraction(1, 2))[None]
+    want_up = ref_upsample(x[0], 2)[None]
+    with jax.enable_x64(True):
+        xd = jnp.asarray(x, jnp.float64)
+        for impl in IMPLS:
+            lp = filters.ideal_lowpass(xd, 0.5, impl=impl)
+            down = filters.ideal_downsample(xd, 2, impl=impl, crop_spectrum=True)
+            up = filters.ideal_upsample(xd, 2, impl=impl)
+            sq = filters.fine_grid_map(xd, lambda p: p * p, impl=impl)
+            for y in (lp, down, up, sq):
+                assert y.dtype == jnp.float64, impl
+            assert rel_err(lp, want_lp) <= 1e-12, impl
+            assert rel_err(down, want_lp[:, ::2, ::2]) <= 1e-12, impl
+            assert rel_err(up, want_up) <= 1e-12, impl
+            want_sq = ref_lowpass((want_up**2)[0], Fraction(1, 2))[None, ::2, ::2]
+            assert rel_err(sq, want_sq) <= 1e-12, impl
+
+
+def test_rejects_bad_arguments():
+    x = jnp.zeros((1, 8, 8, 1))
+    with pytest.raises(ValueError, match="filter implementation"):
+        filters.ideal_downsample(x, 2, impl="dct")
+    with pytest.raises(ValueError, match="filter implementation"):
+        filters.ideal_lowpass(x, 0.5, impl="matrices")
+    with pytest.raises(ValueError, match="layout"):
+        filter_matrices.apply_separable(x, None, None, layout="hwcn")
+    with pytest.raises(ValueError, match="layout"):
+        filters.ideal_lowpass(x, 0.5, layout="hwcn")
+    with pytest.raises(ValueError, match="one side"):
+        filters.ideal_resize(x, (9, 4))
+    # the identity on the fine grid: interpolation there and the band back is the identity on
+    # a band-limited input (no Nyquist bin), to float32 round-off
+    v = ops.ideal_lowpass(jnp.asarray(_rand((2, 8, 9, 3), 8)), 1.0)
+    for impl in IMPLS:
+        got = filters.fine_grid_map(v, lambda p: p, impl=impl)
+        assert got.shape == v.shape and got.dtype == v.dtype
+        assert rel_err(got, v) <= TOL, impl

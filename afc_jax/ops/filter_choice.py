@@ -1,0 +1,151 @@
+"""What "auto" means for the ideal filters: FFT or matrices per layer, and the MLP's layout.
+
+Every "auto" choice is made here, for the target platform (`afc_jax.ops.platform`), which is
+not the host's backend when a TPU program is compiled ahead of time on a CPU host.
+
+Implementation (`choose_filter_impl`): TPU -> "matrix" always. CPU/GPU -> "matrix" when the
+dense separable form costs at most DENSE_COST_LIMIT[platform] multiply-adds per sample of the
+larger grid (`dense_cost`), else "fft". For a 224 px ConvNeXt the costs are 448 (the stem's
+224x224 low-pass: of the 3-channel image in the fast formulation, of the 96-channel conv output
+in the reference one), 70 (its stride-4 filter), <= 42 (the stride-2 filters) and <= 93.3 (each
+MLP resampling, fast or reference): all "matrix" on the CPU (limit 512, so the FFT takes the
+full-size low-pass of inputs above 256 px); on a GPU (limit 256) the stem's 224x224 low-pass
+goes to the FFT.
+
+Layout of the fast MLP's hidden map (`choose_layout`): "nchw" for the FFT and on a TPU; on a
+CPU/GPU with matrices "nchw" from 40 px, "nhwc" below.
+"""
+
+from __future__ import annotations
+
+from afc_jax.ops.filter_matrices import fine_grid_size
+from afc_jax.ops.platform import normalize_platform, target_platform
+
+__all__ = [
+    "DENSE_COST_LIMIT",
+    "FILTER_IMPLS",
+    "FILTER_OPS",
+    "IMPLEMENTATIONS",
+    "NCHW_MIN_SIZE",
+    "choose_filter_impl",
+    "choose_layout",
+    "dense_cost",
+    "resolve_filter_impl",
+]
+
+# What a caller may ask for, and what "auto" resolves to.
+FILTER_IMPLS = ("auto", "fft", "matrix")
+IMPLEMENTATIONS = ("fft", "matrix")
+FILTER_OPS = ("lowpass", "downsample<s>", "upsample<s>", "resize<m>", "mlp_fast", "mlp_reference")
+
+# Dense-form cost (multiply-adds per sample of the larger grid, `dense_cost`) above which the
+# FFT is used. Figures: `benchmarks/results/benchmark.md` (`python -m benchmarks.run --iters 3`,
+# 2-core AMD EPYC, batch 8 at 224 px, float32), ms matrix vs FFT:
+# cpu 512: section "Other ideal filters (forward)": stride-4 filter (cost 70) 494 vs 1,173;
+#   stride-2 filters (cost <= 42) at 56, 28, 14 px 20.9 vs 91.8, 7.5 vs 38.7, 1.8 vs 20.4. The
+#   stem's 224x224 low-pass at 0.75 (cost 448) is not a clear win: 1,600 vs 1,688 on 96
+#   channels (CPU time 1,027 vs 914), 58.3 vs 42.9 on the 3-channel image (the FFT faster).
+#   Section "AFC MLP per stage": the MLP filters (cost <= 93.3) make the train step faster by
+#   matrix at every stage (56 px: reference 2,808 vs 3,228, fast 1,119 vs 2,064; the reference
+#   form's eval at 14 and 7 px is within 3%, FFT ahead). Section "Models": the AFC-T train
+#   step, all matrix ("fast/matrix") 16,266 vs all FFT ("fast/fft") 25,409. So 512 keeps every
+#   filter of a 224 px model on matrices, where the whole step is measured to be faster; no
+#   size between 224 and 512 px was measured, and the low-pass alone may favour the FFT below
+#   448.
+# gpu 256: NOT measured (no GPU was available). A guess that cuFFT is fast enough to win from
+#   the stem's 224x224 low-pass on; only that filter (cost 448) sides differently from the CPU.
+# tpu: always matrices (MXU GEMMs), no threshold. TPU compiler, `benchmarks/README.md`
+#   section "AFC-T vs baseline-T on a TPU" (issue 12; `python -m benchmarks.tpu_compile`, the
+#   AFC-T train step, 32 images per chip on v5e:2x2, bfloat16): filter_impl="fft" 2.6 TFLOP
+#   and 549 GB accessed per chip and step, "matrix" 1.38 TFLOP and 109 GB.
+DENSE_COST_LIMIT = {"cpu": 512.0, "gpu": 256.0}
+
+# Smallest map (px) for which the fast MLP's matrix filters run channels-first on a CPU/GPU.
+# `benchmarks/results/benchmark.md`, section "AFC MLP per stage" (fast/matrix nchw vs nhwc, ms
+# eval / train): 56 px 512 / 1,119 vs 441 / 1,215 (NCHW wins the train step); 28 px 341 / 864
+# vs 257 / 556; 14 px 184 / 504 vs 147 / 516; 7 px 157 / 424 vs 126 / 299 (NHWC wins or ties).
+# 40 lies between the two measured sizes where the winner changes. GPU: not measured, follows
+# the CPU rule. TPU: NCHW at every size, TPU compiler (`python -m benchmarks.tpu_compile.mlp
+# --layout nchw|nhwc`, issue 12, one AFC MLP forward + backward, 32 images on one v5e chip,
+# bfloat16; recorded only here, the model-level result is in `benchmarks/README.md`, "AFC-T vs
+# baseline-T on a TPU"): GB accessed at 56, 28, 14, 7 px nchw 3.87, 2.25, 1.15, 0.77; nhwc 9.2
+# (at HIGHEST filter precision; 5.1 for nchw there), 4.22, 2.09, 1.33.
+NCHW_MIN_SIZE = 40
+
+
+def dense_cost(n_in: int, n_out: int) -> float:
+    """Multiply-adds per sample of the larger grid for the separable dense n_in -> n_out map."""
+    return (n_out * n_in * n_in + n_out * n_out * n_in) / max(n_in, n_out) ** 2
+
+
+def _op_sizes(op: str, size: int) -> list[tuple[int, int]]:
+    """The (n_in, n_out) axis maps of `op` (see FILTER_OPS) on a size-`size` axis."""
+    if op == "lowpass":
+        return [(size, size)]
+    if op.startswith("downsample"):
+        factor = int(op[len("downsample"):] or 2)
+        return [(size, -(-size // factor))]
+    if op.startswith("upsample"):
+        return [(size, int(op[len("upsample"):] or 2) * size)]
+    if op.startswith("resize"):
+        return [(size, int(op[len("resize"):]))]
+    if op == "mlp_fast":
+        m = fine_grid_size(size)
+        return [(size, m), (m, size)]
+    if op == "mlp_reference":
+        return [(size, 2 * size), (2 * size, size)]
+    raise ValueError(f"unknown filter op {op!r}; choose one of {FILTER_OPS}")
+
+
+def _platform(platform: str | None) -> str:
+    return normalize_platform(platform) if platform else target_platform()
+
+
+def choose_filter_impl(op: str, size: int, platform: str | None = None) -> str:
+    """The implementation "auto" resolves to for one layer (rule: the module docstring).
+
+    Args:
+      op: "lowpass" (full-size low-pass, the stem polynomial), "downsample<s>" (low-pass and
+        keep every s-th sample), "upsample<s>", "resize<m>" (N -> m), "mlp_fast" (N -> fine
+        grid -> N) or
+        "mlp_reference" (N -> 2N -> N); a layer whose filters share one choice names them all.
+      size: the longest spatial axis of the layer's input.
+      platform: "cpu", "gpu" or "tpu" (default: the target platform).
+
+    Returns:
+      "fft" or "matrix".
+    """
+    platform = _platform(platform)
+    if platform == "tpu":
+        return "matrix"
+    limit = DENSE_COST_LIMIT.get(platform, DENSE_COST_LIMIT["cpu"])
+    cost = max(dense_cost(a, b) for a, b in _op_sizes(op, size))
+    return "matrix" if cost <= limit else "fft"
+
+
+def resolve_filter_impl(impl: str, op: str, size: int) -> str:
+    """`impl` checked against FILTER_IMPLS; "auto" becomes `choose_filter_impl(op, size)`."""
+    if impl not in FILTER_IMPLS:
+        raise ValueError(f"unknown filter implementation {impl!r}; choose one of {FILTER_IMPLS}")
+    return choose_filter_impl(op, size) if impl == "auto" else impl
+
+
+def choose_layout(size: int, impl: str = "matrix", platform: str | None = None) -> str:
+    """Layout of the fast MLP's hidden (4C) map while its fine-grid filters run.
+
+    FFT: "nchw" (the transforms then run on the two minor axes; in NHWC XLA transposes around
+    every transform). Matrix: "nchw" (each filter a plain GEMM on the last axis, two transposes
+    of the fine map) on a TPU and, elsewhere, for maps of NCHW_MIN_SIZE px and more; "nhwc"
+    (batched GEMMs in place, no transposes) for smaller maps, where the transposes cost more
+    than they save.
+
+    Args:
+      size: the shortest spatial axis of the map.
+      impl: the resolved filter implementation, "fft" or "matrix".
+      platform: "cpu", "gpu" or "tpu" (default: the target platform).
+    """
+    if impl == "fft":
+        return "nchw"
+    if _platform(platform) == "tpu":
+        return "nchw"
+    return "nchw" if size >= NCHW_MIN_SIZE else "nhwc"
