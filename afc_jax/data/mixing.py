@@ -69,8 +69,11 @@ def _log_gamma(normals, uniforms, boost, alpha):
 
 def sample_beta(rng, a, b, *, candidates: int = 16):
     """Beta(a, b) draws (a, b > 0, broadcast together) as X / (X + Y), X ~ Gamma(a),
-    Y ~ Gamma(b). Unlike `jax.random.beta` it has no while loops and only two random-bit calls,
-    so it compiles in a fraction of the time."""
+    Y ~ Gamma(b). Hand-written because `jax.random.beta` samples its gammas by rejection in a
+    while loop: vmapped over the per-shard groups of a sharded batch, the loop's stopping test
+    becomes an all-reduce across devices on every iteration
+    (tests/data/test_mixing.py::test_mixing_a_sharded_batch_compiles_without_communication
+    fails with it). Here a fixed number of candidates replaces the loop: no communication."""
     a, b = jnp.broadcast_arrays(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
     alpha = jnp.stack([a, b])  # (2, *shape)
     k_norm, k_unif = jax.random.split(rng)
