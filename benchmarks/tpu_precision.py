@@ -139,6 +139,10 @@ POLICIES_BF16 = (
     ("dft HIGH", dict(dft=3, pointwise=1, conv=1)),
     ("dft DEFAULT", dict(dft=1, pointwise=1, conv=1)),
 )
+# The bfloat16 program exactly as afc-jax builds it for a TPU: `filter_precision`'s one-pass
+# products with bfloat16 operands, intermediates and fine grid (the rows above trace the filters
+# as float32 products and round only their operands), every product one pass.
+SHIPPED = "as afc-jax runs: dft DEFAULT, bf16 operands and fine grid"
 SIZES = {"nano": dict(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64)),
          "tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768))}  # fmt: skip
 
@@ -169,11 +173,18 @@ def measure(model_size: str, size: int, batch: int = 2, log=print) -> list[dict]
                 closed = jax.make_jaxpr(lambda p, x, m=model: m.apply({"params": p}, x))(params, x)
         finally:
             fm.filter_precision = policy_fn
+        if dtype == jnp.bfloat16:  # and the program afc-jax itself builds for a TPU
+            with targeting("tpu"):
+                shipped = jax.make_jaxpr(lambda p, x, m=model: m.apply({"params": p}, x))(
+                    params, x
+                )
+            policies = policies + ((SHIPPED, dict(dft=1, pointwise=1, conv=1)),)
         p_leaves = jax.tree_util.tree_leaves(params)
         exact = None
         for label, policy in policies:
+            c = shipped if label == SHIPPED else closed
             run = jax.jit(
-                lambda leaves, x, pol=policy, c=closed: eval_emulated(c, [*leaves, x], pol)[0]
+                lambda leaves, x, pol=policy, c=c: eval_emulated(c, [*leaves, x], pol)[0]
             )
             ref = run(p_leaves, x)
             exact = ref if exact is None else exact
@@ -196,7 +207,8 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
     rows = measure(args.model, args.size)
-    out = os.path.join(args.out, "tpu_precision.json")
+    suffix = "" if args.model == "nano" else f"_{args.model}"
+    out = os.path.join(args.out, f"tpu_precision{suffix}.json")
     cmd = f"python -m benchmarks.tpu_precision --model {args.model} --size {args.size}"
     meta = {"command": cmd, "jax": jax.__version__, "model": args.model, "image_size": args.size}
     with open(out, "w") as f:

@@ -149,3 +149,18 @@ def choose_layout(size: int, impl: str = "matrix", platform: str | None = None) 
     if _platform(platform) == "tpu":
         return "nchw"
     return "nchw" if size >= NCHW_MIN_SIZE else "nhwc"
+
+
+def choose_downsample_layout(platform: str | None = None) -> str:
+    """Layout an NHWC map is filtered in by `ideal_downsample`'s matrices: "nchw" on a TPU
+    (transposed, filtered, and the smaller output transposed back), "nhwc" elsewhere.
+
+    XLA:TPU wants the contracted axis of each filter product minor. In NHWC it transposes the
+    full-size map for one product and its gradient back; the AFC stem's stride-4 filter then
+    moves (32, 224, 224, 96) bfloat16 maps per chip three times. Channels-first, the input is
+    transposed inside the fusion that produces it. TPU compiler, AFC-T train step, 32 images
+    per chip on v5e:2x2, bfloat16 (`python -m benchmarks.tpu_compile`, `benchmarks/README.md`
+    "AFC-T vs baseline-T on a TPU"): HBM per chip 4.69 GB NHWC, 4.25 GB channels-first, bytes
+    accessed 70.5 vs 69.7 GB. CPU/GPU: not measured; NHWC as before.
+    """
+    return "nchw" if _platform(platform) == "tpu" else "nhwc"

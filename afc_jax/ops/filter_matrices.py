@@ -180,11 +180,13 @@ def filter_precision(dtype) -> jax.lax.Precision:
       at 64 px, max relative logit change over integer and half-pixel shifts): with bfloat16
       compute 8.0e-3 for exact float32 filters, 6.8-8.0e-3 at HIGHEST, 6.8e-3 at HIGH,
       6.8-7.7e-3 at DEFAULT (two runs): the bfloat16 activations set the error, the filters'
-      precision does not;
+      precision does not; the program as built here (one pass, bfloat16 operands,
+      intermediates and fine-grid map) 1.0e-2 (`benchmarks/README.md`, "TPU numerics");
     - cost, TPU compiler (`python -m benchmarks.tpu_compile.mlp`: one AFC MLP at stage 1 of
       AFC-T, 32 images on one v5e chip, forward + backward): HIGHEST and HIGH 5.13 GB
       accessed, DEFAULT 3.87 GB (the split of float32 operands into bfloat16 parts is
-      materialised), 3.51 GB with bfloat16 operands and intermediates (`_operand_dtype`).
+      materialised), 3.51 GB with bfloat16 operands and intermediates (`_operand_dtype`),
+      2.78 GB with the fine-grid map in bfloat16 too.
     Float32 compute keeps HIGHEST: DEFAULT there moves float32 AFC logits by ~5e-3 under shifts
     instead of ~2e-7.
     """
@@ -346,7 +348,8 @@ def fine_grid_map(v, fn, grid, *, layout: str = "nhwc"):
 
     NCHW: every product is a plain GEMM on the last axis and the map is transposed twice (W-first
     orientation on the fine grid, where fn does not care); fn sees the float32 accumulator and
-    the operands are `_operand_dtype` (bfloat16 for one-pass products). NHWC: `apply_separable`.
+    the operands and the fine map are `_operand_dtype` (bfloat16 for one-pass products).
+    NHWC: `apply_separable`.
     """
     ax_h, ax_w = spatial_axes(layout)
     h, w = v.shape[ax_h], v.shape[ax_w]
@@ -359,7 +362,9 @@ def fine_grid_map(v, fn, grid, *, layout: str = "nhwc"):
         uh, uw = (jnp.asarray(resample_matrix(n, m), od) for n, m in ((h, mh), (w, mw)))
         dh, dw = (jnp.asarray(band_resample_matrix(m, n), od) for n, m in ((h, mh), (w, mw)))
         t = jnp.swapaxes(_rows_last(y.astype(od), uw, prec), -1, -2)  # (..., Mw, H)
-        p = _rows_last(t, uh, prec, out=ct)  # (..., Mw, Mh)
+        # The fine map leaves its product in the operand dtype: bfloat16 for one-pass products
+        # (16-bit compute on a TPU) halves what is stored for the backward pass and read by fn.
+        p = _rows_last(t, uh, prec, out=od)  # (..., Mw, Mh)
         q = fn(p).astype(od)
         t = jnp.swapaxes(_rows_last(q, dh, prec), -1, -2)  # (..., H, Mw)
         return _rows_last(t, dw, prec, out=ct)

@@ -24,7 +24,11 @@ import jax
 import jax.numpy as jnp
 
 from afc_jax.ops import filter_matrices, spectral
-from afc_jax.ops.filter_choice import FILTER_IMPLS, resolve_filter_impl
+from afc_jax.ops.filter_choice import (
+    FILTER_IMPLS,
+    choose_downsample_layout,
+    resolve_filter_impl,
+)
 from afc_jax.ops.filter_matrices import fine_grid_size
 from afc_jax.ops.spectral import FILTER_RULES, LAYOUTS, as_pair, compute_dtype, spatial_axes
 
@@ -113,9 +117,11 @@ def ideal_downsample(
         return x
     c = 1.0 / factor if cutoff is None else float(cutoff)
     if resolve_filter_impl(impl, f"downsample{factor}", max(h, w)) == "matrix":
-        return filter_matrices.downsample(
-            x, factor, phase=(py, px), rule=rule, cutoff=c, layout=layout
-        )
+        kw = dict(phase=(py, px), rule=rule, cutoff=c)
+        if layout == "nhwc" and choose_downsample_layout() == "nchw":
+            y = filter_matrices.downsample(jnp.moveaxis(x, -1, -3), factor, layout="nchw", **kw)
+            return jnp.moveaxis(y, -3, -1)
+        return filter_matrices.downsample(x, factor, layout=layout, **kw)
     return spectral.downsample(
         x, factor, phase=(py, px), rule=rule, cutoff=c, layout=layout, crop_spectrum=crop_spectrum
     )

@@ -90,3 +90,10 @@ def test_layout_rule():
         assert fc.choose_layout(7, "fft", platform) == "nchw"
     for size in (7, 14, 39, 40, 56):
         assert fc.choose_layout(size, "matrix", "tpu") == "nchw"
+
+
+def test_downsample_layout_rule():
+    assert fc.choose_downsample_layout("tpu") == "nchw"
+    assert fc.choose_downsample_layout("cpu") == fc.choose_downsample_layout("gpu") == "nhwc"
+    with targeting("tpu"):
+        assert fc.choose_downsample_layout() == "nchw"

@@ -143,3 +143,24 @@ def test_filter_precision_is_highest_except_16_bit_on_a_tpu():
             assert fm.filter_precision(jnp.float64) == jax.lax.Precision.HIGHEST
             want = jax.lax.Precision.DEFAULT if platform == "tpu" else jax.lax.Precision.HIGHEST
             assert fm.filter_precision(jnp.bfloat16) == want, platform
+
+
+@pytest.mark.parametrize("platform, dtype, fine", [
+    ("tpu", jnp.bfloat16, jnp.bfloat16),  # one-pass products: the fine map stays bfloat16
+    ("tpu", jnp.float32, jnp.float32),
+    ("cpu", jnp.bfloat16, jnp.float32),
+])  # fmt: skip
+def test_fine_map_dtype_follows_the_products(platform, dtype, fine):
+    from afc_jax.ops.platform import targeting
+
+    seen = []
+
+    def fn(p):
+        seen.append(p.dtype)
+        return p * p
+
+    v = jnp.asarray(np.random.default_rng(0).standard_normal((1, 3, 8, 8)), dtype)
+    with targeting(platform):
+        out = fm.fine_grid_map(v, fn, (12, 12), layout="nchw")
+    assert seen == [jnp.dtype(fine)]
+    assert out.dtype == jnp.float32  # the compute dtype; callers cast back

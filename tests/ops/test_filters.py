@@ -591,3 +591,19 @@ def test_rejects_bad_arguments():
         got = filters.fine_grid_map(v, lambda p: p, impl=impl)
         assert got.shape == v.shape and got.dtype == v.dtype
         assert rel_err(got, v) <= TOL, impl
+
+
+def test_downsample_by_matrices_for_a_tpu_goes_channels_first_with_the_same_result():
+    from afc_jax.ops.platform import targeting
+
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 32, 24, 5)), jnp.float32)
+    ref = filters.ideal_downsample(x, 4, impl="fft")
+    with targeting("tpu"):
+        jaxpr = str(jax.make_jaxpr(lambda v: filters.ideal_downsample(v, 4, impl="matrix"))(x))
+        got = filters.ideal_downsample(x, 4, impl="matrix")
+    channels_first = "transpose[permutation=(0, 3, 1, 2)]"
+    assert channels_first in jaxpr
+    assert got.shape == (2, 8, 6, 5)
+    assert rel_err(got, ref) < 1e-5
+    cpu = str(jax.make_jaxpr(lambda v: filters.ideal_downsample(v, 4, impl="matrix"))(x))
+    assert channels_first not in cpu
