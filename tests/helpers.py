@@ -7,6 +7,8 @@ the file system at import time.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +107,24 @@ def random_variables(model, input_shape=(32, 32), seed: int = 0) -> dict:
         return jnp.asarray(value, leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(make, abstract)
+
+
+def signed_frequencies(n: int) -> np.ndarray:
+    """The integer frequency of each DFT bin of a length-n axis: 0, 1, .., then the negatives."""
+    k = np.arange(n)
+    return np.where(k <= n // 2, k, k - n)
+
+
+def reference_mask_1d(n: int, cutoff, rule: str) -> np.ndarray:
+    """0/1 float64 mask over the full DFT of a length-n axis, from the spec's rules, exactly
+    (the cutoff is taken as a fraction): "strict" keeps |k| < cutoff * n / 2; "official" keeps
+    |k| <= floor(cutoff * n / 2) and drops +-floor(cutoff * n / 2) when 4 divides n."""
+    cutoff = Fraction(cutoff).limit_denominator(1000)
+    k = np.abs(signed_frequencies(n))
+    if rule == "strict":
+        return np.array([2 * kk < cutoff * n for kk in k], dtype=np.float64)
+    lo = math.floor(cutoff * n / 2)
+    keep = k <= lo
+    if n % 4 == 0:
+        keep &= k != lo
+    return keep.astype(np.float64)

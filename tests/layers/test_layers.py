@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from afc_jax import layers, ops
 from afc_jax.layers.conv import CircularConv, resolve_depthwise_impl
-from tests.helpers import rel_err
+from tests.helpers import reference_mask_1d, rel_err
 
 TOL = 1e-5
 KEY = jax.random.PRNGKey(0)
@@ -41,22 +41,12 @@ def _random_params(module, x, seed, scale=0.5):
     return _randomize(jax.eval_shape(module.init, KEY, x)["params"], seed, scale)
 
 
-def _signed_freqs(n):
-    k = np.arange(n)
-    return np.where(k <= n // 2, k, k - n)
-
-
 def ref_lowpass(x, cutoff, rule="strict"):
     """float64 ideal low-pass (spec §2), per axis."""
-    def mask(n):
-        k = np.abs(_signed_freqs(n))
-        if rule == "strict":
-            return (2 * k < cutoff * n - 1e-9).astype(float)
-        lo = math.floor(n * cutoff / 2 + 1e-9)
-        return ((k <= lo) & ((n % 4 != 0) | (k != lo))).astype(float)
-
     x = np.asarray(x, np.float64)
-    m = np.outer(mask(x.shape[-3]), mask(x.shape[-2]))[:, :, None]
+    m = np.outer(
+        reference_mask_1d(x.shape[-3], cutoff, rule), reference_mask_1d(x.shape[-2], cutoff, rule)
+    )[:, :, None]
     return np.fft.ifft2(np.fft.fft2(x, axes=(-3, -2)) * m, axes=(-3, -2)).real
 
 

@@ -12,7 +12,6 @@ Tolerance: relative error max|Δ| / max|ref| <= 1e-5 in float32 (float32 FFT rou
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import chex
@@ -25,7 +24,7 @@ from hypothesis import strategies as st
 
 from afc_jax import ops
 from afc_jax.ops import filter_matrices, filters
-from tests.helpers import rel_err
+from tests.helpers import reference_mask_1d, rel_err, signed_frequencies
 
 TOL = 1e-5
 SETTINGS = settings(max_examples=20, deadline=None)
@@ -40,29 +39,12 @@ def _rand(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-def _signed_freqs(n: int) -> np.ndarray:
-    k = np.arange(n)
-    return np.where(k <= n // 2, k, k - n)
-
-
-def ref_mask_1d(n: int, cutoff: Fraction, rule: str) -> np.ndarray:
-    """Per-axis mask over the full DFT of a length-n axis, from the documented rules (exact)."""
-    k = np.abs(_signed_freqs(n))
-    if rule == "strict":  # keep |k| < cutoff * n / 2
-        return np.array([2 * kk < cutoff * n for kk in k], dtype=np.float64)
-    lo = math.floor(cutoff * n / 2)  # official: keep |k| <= lo, and drop +-lo when 4 | n
-    keep = k <= lo
-    if n % 4 == 0:
-        keep &= k != lo
-    return keep.astype(np.float64)
-
-
 def ref_lowpass(x, cutoff, rule="strict") -> np.ndarray:
     """float64 ideal low-pass of an (..., H, W, C) array; cutoff a Fraction or (cy, cx) pair."""
     cy, cx = cutoff if isinstance(cutoff, tuple) else (cutoff, cutoff)
     x = np.asarray(x, np.float64)
     h, w = x.shape[-3], x.shape[-2]
-    mask = np.outer(ref_mask_1d(h, cy, rule), ref_mask_1d(w, cx, rule))[:, :, None]
+    mask = np.outer(reference_mask_1d(h, cy, rule), reference_mask_1d(w, cx, rule))[:, :, None]
     y = np.fft.ifft2(np.fft.fft2(x, axes=(-3, -2)) * mask, axes=(-3, -2))
     assert np.max(np.abs(y.imag)) < 1e-9 * max(1.0, np.max(np.abs(y.real)))
     return y.real
@@ -99,7 +81,7 @@ def ref_shift(x, dy: float, dx: float) -> np.ndarray:
     h, w = x.shape[-3], x.shape[-2]
 
     def ramp(n, d):
-        k = _signed_freqs(n)
+        k = signed_frequencies(n)
         r = np.exp(-2j * np.pi * k * d / n)
         if n % 2 == 0:
             r[n // 2] = np.cos(np.pi * d)

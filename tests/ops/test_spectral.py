@@ -16,29 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from afc_jax.ops import filters, spectral
-from tests.helpers import rel_err
+from tests.helpers import reference_mask_1d, rel_err, signed_frequencies
 
 TOL = 1e-5
 SETTINGS = settings(max_examples=20, deadline=None)
 CUTOFFS = (Fraction(1, 4), Fraction(1, 3), Fraction(1, 2), Fraction(3, 4))
 RULES = ("strict", "official")
-
-
-def _signed_freqs(n: int) -> np.ndarray:
-    k = np.arange(n)
-    return np.where(k <= n // 2, k, k - n)
-
-
-def ref_mask_1d(n: int, cutoff: Fraction, rule: str) -> np.ndarray:
-    """Per-axis mask over the full DFT of a length-n axis, from the documented rules (exact)."""
-    k = np.abs(_signed_freqs(n))
-    if rule == "strict":  # keep |k| < cutoff * n / 2
-        return np.array([2 * kk < cutoff * n for kk in k], dtype=np.float64)
-    lo = math.floor(cutoff * n / 2)  # official: keep |k| <= lo, and drop +-lo when 4 | n
-    keep = k <= lo
-    if n % 4 == 0:
-        keep &= k != lo
-    return keep.astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- masks
@@ -50,7 +33,7 @@ def test_rules_differ_where_documented(n, cutoff):
     official = spectral.lowpass_mask_1d(n, cutoff, rule="official")
     assert not np.array_equal(strict, official)
     # The official rule drops exactly the pair +-ceil(N c / 2) - 1 that the strict rule keeps.
-    dropped = np.abs(_signed_freqs(n))[(strict == 1) & (official == 0)]
+    dropped = np.abs(signed_frequencies(n))[(strict == 1) & (official == 0)]
     assert sorted(set(dropped.tolist())) == [math.floor(n * cutoff / 2)]
 
 
@@ -90,12 +73,12 @@ def test_official_rule_can_remove_everything():
 @given(st.integers(1, 64), st.sampled_from(CUTOFFS), st.sampled_from(RULES))
 def test_masks_match_documented_rules(n, cutoff, rule):
     full = spectral.lowpass_mask_1d(n, float(cutoff), rule=rule)
-    np.testing.assert_array_equal(full, ref_mask_1d(n, cutoff, rule))
+    np.testing.assert_array_equal(full, reference_mask_1d(n, cutoff, rule))
     half = spectral.lowpass_mask_1d(n, float(cutoff), half=True, rule=rule)
     np.testing.assert_array_equal(half, full[: n // 2 + 1])
     np.testing.assert_array_equal(
         spectral.lowpass_mask_2d(n, 6, float(cutoff), rule=rule),
-        np.outer(full, ref_mask_1d(6, cutoff, rule)[:4]),
+        np.outer(full, reference_mask_1d(6, cutoff, rule)[:4]),
     )
 
 
@@ -106,7 +89,8 @@ def test_mask_examples_from_spec():
     for cutoff, pairs in examples.items():
         for n, kmax in pairs:
             for rule in RULES:
-                kept = np.abs(_signed_freqs(n))[spectral.lowpass_mask_1d(n, cutoff, rule=rule) == 1]
+                mask = spectral.lowpass_mask_1d(n, cutoff, rule=rule)
+                kept = np.abs(signed_frequencies(n))[mask == 1]
                 assert kept.max() == kmax, (cutoff, n, rule)
 
 
