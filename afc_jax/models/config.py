@@ -42,6 +42,11 @@ def afc_formulation(model_config) -> str:
             "model.mlp_impl is deprecated: it is model.afc_formulation (same values; it also "
             "selects how the AFC stem is computed). Read mlp_impl=%r as afc_formulation.", old
         )
+        if old not in AFC_FORMULATIONS:
+            raise ModelConfigError(
+                f"model.mlp_impl (the deprecated name of model.afc_formulation) must be one of "
+                f"{AFC_FORMULATIONS}, got {old!r}"
+            )
         if new and new != old:
             raise ModelConfigError(
                 f"model.afc_formulation={new!r} and its deprecated name model.mlp_impl={old!r} "

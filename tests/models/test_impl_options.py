@@ -110,6 +110,8 @@ def test_the_old_name_mlp_impl_is_read_with_a_warning(caplog):
         build_model(_digits_config(mlp_impl="reference", afc_formulation="fast"), 10)
     with pytest.raises(ValueError, match="disagree"):
         loading.model_config(_digits_config(mlp_impl="reference", afc_formulation="fast"))
+    with pytest.raises(ConfigError, match="mlp_impl .*deprecated name.* got 'fastest'"):
+        build_model(_digits_config(mlp_impl="fastest"), 10)
     # the evaluation path: the evaluating config's old name is read the same way
     old = loading.model_config(_digits_config(mlp_impl="reference"), {"name": "convnext_afc"})
     assert old.model.afc_formulation == "reference"
