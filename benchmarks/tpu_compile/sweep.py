@@ -1,6 +1,7 @@
 """The compile table: every family x size at the paper's batch on TPU pods (issue 12, item 2).
 
     python -m benchmarks.tpu_compile.sweep [--out benchmarks/results] [--only v5e:16x16]
+        [--models convnext_afc_tiny,...] [--redo]
 
 Runs `python -m benchmarks.tpu_compile` once per configuration (one process each, one at a
 time), with `configs/imagenet.py`, global batch 4096, eval batch 1024, bfloat16 compute. When a
@@ -65,7 +66,8 @@ def _row(r: dict) -> str:
         f"{t['hbm_bytes_per_device'] / gb:.2f} / {t['hbm_capacity_bytes'] / gb:.0f} | "
         f"{'yes' if t['fits'] else 'NO'} | {t['roofline']['step_time_s'] * 1e3:.1f} "
         f"({t['roofline']['bound_by'][0]}) | {e['hbm_bytes_per_device'] / gb:.2f} | "
-        f"{'yes' if e['fits'] else 'NO'} | {t['compile_s'] + e['compile_s']:.0f} |"
+        f"{'yes' if e['fits'] else 'NO'} | {t['compile_s'] + e['compile_s']:.0f} | "
+        f"{r.get('commit', 'see above')} |"
     )
 
 
@@ -87,10 +89,13 @@ def write_markdown(results: list[dict], failures: list[dict], path: str, header:
         "filters, NCHW fine grids).",
         "",
         "| model | topology | imgs/chip | setting | train TFLOP | train GB accessed | "
-        "train HBM GB / cap | fits | roofline ms | eval HBM GB | eval fits | compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "train HBM GB / cap | fits | roofline ms | eval HBM GB | eval fits | compile s | "
+        "commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [_row(r) for r in results]
+    order = {key: i for i, key in enumerate(plan(None))}
+    rows = sorted(results, key=lambda r: order.get((r["topology"], r["model"]), len(order)))
+    lines += [_row(r) for r in rows]
     if failures:
         lines += ["", "Not compiled / not fitting:", ""]
         lines += [f"- {f['model']} on {f['topology']}: {f['reason']}" for f in failures]
@@ -144,6 +149,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--only", default=None, help="one topology")
+    p.add_argument("--models", default=None, help="comma-separated models (default: all)")
+    p.add_argument("--redo", action="store_true",
+                   help="compile the selected rows again even if the JSON has them (replaced)")
     p.add_argument("--timeout", type=int, default=3600, help="per compile command, seconds")
     p.add_argument("--render", action="store_true", help="only rewrite the markdown")
     args = p.parse_args()
@@ -159,9 +167,15 @@ def main() -> None:
     if args.render:
         render(saved.get("header", ""))
         return
+    selected = [
+        (t, m) for t, m in plan(args.only) if args.models is None or m in args.models.split(",")
+    ]
+    if args.redo:  # drop the old rows now; each is written again when it is compiled
+        keep = lambda r: (r["topology"], r["model"]) not in selected  # noqa: E731
+        results, failures = [r for r in results if keep(r)], [f for f in failures if keep(f)]
     done = {(r["topology"], r["model"]) for r in results + failures}
     tmp = os.path.join(args.out, ".tpu_compile_tmp.json")
-    for topology, model in plan(args.only):
+    for topology, model in selected:
         if (topology, model) in done:
             continue
         report, reason = run_one(topology, model, tmp, args.timeout)
