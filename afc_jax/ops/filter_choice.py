@@ -13,7 +13,8 @@ full-size low-pass of inputs above 256 px); on a GPU (limit 256) the stem's 224x
 goes to the FFT.
 
 Layout of the fast MLP's hidden map (`choose_layout`): "nchw" for the FFT and on a TPU; on a
-CPU/GPU with matrices "nchw" from 40 px, "nhwc" below.
+CPU/GPU with matrices "nchw" from NCHW_MIN_SIZE (20) px, "nhwc" below. Layout of matrix
+downsampling (`choose_downsample_layout`): channels-first on a TPU, in place elsewhere.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "FILTER_OPS",
     "IMPLEMENTATIONS",
     "NCHW_MIN_SIZE",
+    "choose_downsample_layout",
     "choose_filter_impl",
     "choose_layout",
     "dense_cost",
@@ -40,37 +42,38 @@ FILTER_OPS = ("lowpass", "downsample<s>", "upsample<s>", "resize<m>", "mlp_fast"
 
 # Dense-form cost (multiply-adds per sample of the larger grid, `dense_cost`) above which the
 # FFT is used. Figures: `benchmarks/results/benchmark.md` (`python -m benchmarks.run --iters 3`,
-# 2-core AMD EPYC, batch 8 at 224 px, float32), ms matrix vs FFT:
-# cpu 512: section "Other ideal filters (forward)": stride-4 filter (cost 70) 494 vs 1,173;
-#   stride-2 filters (cost <= 42) at 56, 28, 14 px 20.9 vs 91.8, 7.5 vs 38.7, 1.8 vs 20.4. The
-#   stem's 224x224 low-pass at 0.75 (cost 448) is not a clear win: 1,600 vs 1,688 on 96
-#   channels (CPU time 1,027 vs 914), 58.3 vs 42.9 on the 3-channel image (the FFT faster).
-#   Section "AFC MLP per stage": the MLP filters (cost <= 93.3) make the train step faster by
-#   matrix at every stage (56 px: reference 2,808 vs 3,228, fast 1,119 vs 2,064; the reference
-#   form's eval at 14 and 7 px is within 3%, FFT ahead). Section "Models": the AFC-T train
-#   step, all matrix ("fast/matrix") 16,266 vs all FFT ("fast/fft") 25,409. So 512 keeps every
-#   filter of a 224 px model on matrices, where the whole step is measured to be faster; no
-#   size between 224 and 512 px was measured, and the low-pass alone may favour the FFT below
-#   448.
+# idle 2-core Intel Xeon, batch 8 at 224 px, float32), ms matrix vs FFT:
+# cpu 512: section "Other ideal filters (forward)": the stem's 224x224 low-pass at 0.75 (cost
+#   448) 306 vs 481 on 96 channels and 10.3 vs 13.9 on the 3-channel image; the stride-4
+#   filter (cost 70) 57 vs 230; the stride-2 filters (cost <= 42) at 56, 28, 14 px 5.9 vs 21.1,
+#   2.4 vs 15.5, 1.2 vs 6.0. Section "AFC MLP per stage" (MLP filters, cost <= 93.3), train
+#   step fast/matrix (better layout) vs fast/fft at 56, 28, 14, 7 px: 353 vs 884, 170 vs 374,
+#   95 vs 180, 44 vs 84. Section "Models": the AFC-T train step fast/matrix 4,535 vs fast/fft
+#   8,095. So every filter of a 224 px model runs on matrices; 512 is where the dense form's
+#   cost (growing with the size) is taken to pass the FFT's: no size between 224 and 512 px
+#   was measured. (An earlier run on a loaded 2-core AMD EPYC gave the same choices, with the
+#   stem's low-pass a tie.)
 # gpu 256: NOT measured (no GPU was available). A guess that cuFFT is fast enough to win from
 #   the stem's 224x224 low-pass on; only that filter (cost 448) sides differently from the CPU.
 # tpu: always matrices (MXU GEMMs), no threshold. TPU compiler, `benchmarks/README.md`
 #   section "AFC-T vs baseline-T on a TPU" (issue 12; `python -m benchmarks.tpu_compile`, the
 #   AFC-T train step, 32 images per chip on v5e:2x2, bfloat16): filter_impl="fft" 2.6 TFLOP
-#   and 549 GB accessed per chip and step, "matrix" 1.38 TFLOP and 109 GB.
+#   and 549 GB accessed per chip and step, "matrix" 1.38 TFLOP and 109 GB (now 70 GB).
 DENSE_COST_LIMIT = {"cpu": 512.0, "gpu": 256.0}
 
 # Smallest map (px) for which the fast MLP's matrix filters run channels-first on a CPU/GPU.
-# `benchmarks/results/benchmark.md`, section "AFC MLP per stage" (fast/matrix nchw vs nhwc, ms
-# eval / train): 56 px 512 / 1,119 vs 441 / 1,215 (NCHW wins the train step); 28 px 341 / 864
-# vs 257 / 556; 14 px 184 / 504 vs 147 / 516; 7 px 157 / 424 vs 126 / 299 (NHWC wins or ties).
-# 40 lies between the two measured sizes where the winner changes. GPU: not measured, follows
-# the CPU rule. TPU: NCHW at every size, TPU compiler (`python -m benchmarks.tpu_compile.mlp
-# --layout nchw|nhwc`, issue 12, one AFC MLP forward + backward, 32 images on one v5e chip,
-# bfloat16; recorded only here, the model-level result is in `benchmarks/README.md`, "AFC-T vs
-# baseline-T on a TPU"): GB accessed at 56, 28, 14, 7 px nchw 3.87, 2.25, 1.15, 0.77; nhwc 9.2
-# (at HIGHEST filter precision; 5.1 for nchw there), 4.22, 2.09, 1.33.
-NCHW_MIN_SIZE = 40
+# `benchmarks/results/benchmark.md` (idle 2-core Intel Xeon), section "AFC MLP per stage"
+# (fast/matrix nchw vs nhwc, ms eval / train): 56 px 149 / 353 vs 195 / 435 and 28 px 75 / 170
+# vs 82 / 181 (NCHW wins); 14 px 33 / 97 vs 30 / 95 and 7 px 25 / 58 vs 18 / 44 (NHWC wins).
+# 20 lies between the two measured sizes where the winner changes. (An earlier run on a loaded
+# AMD EPYC had the change between 56 and 28 px, hence the 40 this replaced.) GPU: not measured,
+# follows the CPU rule. TPU: NCHW at every size, TPU compiler (`python -m
+# benchmarks.tpu_compile.mlp --layout nchw|nhwc`, issue 12, one AFC MLP forward + backward,
+# 32 images on one v5e chip, bfloat16; recorded only here, the model-level result is in
+# `benchmarks/README.md`, "AFC-T vs baseline-T on a TPU"): GB accessed at 56, 28, 14, 7 px nchw
+# 3.87, 2.25, 1.15, 0.77; nhwc 9.2 (at HIGHEST filter precision; 5.1 for nchw there), 4.22,
+# 2.09, 1.33.
+NCHW_MIN_SIZE = 20
 
 
 def dense_cost(n_in: int, n_out: int) -> float:

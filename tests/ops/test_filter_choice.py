@@ -13,7 +13,7 @@ def test_constants_have_one_meaning():
     assert fc.FILTER_IMPLS == ("auto", "fft", "matrix")
     assert fc.IMPLEMENTATIONS == ("fft", "matrix")
     assert fc.DENSE_COST_LIMIT == {"cpu": 512.0, "gpu": 256.0}
-    assert fc.NCHW_MIN_SIZE == 40
+    assert fc.NCHW_MIN_SIZE == 20
 
 
 def test_dense_costs_of_a_224_px_convnext():
@@ -83,12 +83,14 @@ def test_resolve_checks_the_name_and_resolves_auto():
 
 def test_layout_rule():
     for platform in ("cpu", "gpu"):
-        assert fc.choose_layout(39, "matrix", platform) == "nhwc"
-        assert fc.choose_layout(40, "matrix", platform) == "nchw"
-        assert fc.choose_layout(7, "matrix", platform) == "nhwc"
-        assert fc.choose_layout(56, "matrix", platform) == "nchw"
+        assert fc.choose_layout(19, "matrix", platform) == "nhwc"
+        assert fc.choose_layout(20, "matrix", platform) == "nchw"
+        # ConvNeXt-T's four stages: channels-first at 56 and 28 px, in place at 14 and 7
+        assert [fc.choose_layout(n, "matrix", platform) for n in (56, 28, 14, 7)] == [
+            "nchw", "nchw", "nhwc", "nhwc"
+        ]
         assert fc.choose_layout(7, "fft", platform) == "nchw"
-    for size in (7, 14, 39, 40, 56):
+    for size in (7, 14, 19, 20, 28, 56):
         assert fc.choose_layout(size, "matrix", "tpu") == "nchw"
 
 
