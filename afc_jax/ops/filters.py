@@ -201,7 +201,8 @@ def fine_grid_map(
     Args:
       v: (..., H, W, C) array ("nhwc") or (..., C, H, W) ("nchw").
       fn: elementwise function of the fine-grid array (same layout; it receives the compute
-        dtype).
+        dtype, or bfloat16 where the matrix products run at one bfloat16 pass: 16-bit compute
+        on a TPU, `filter_matrices.filter_precision`).
       impl: "matrix" (default: four small GEMMs), "fft" (spectrum pad / crop) or "auto".
       layout: "nhwc" or "nchw".
       grid: (Mh, Mw) fine grid (each >= the alias-free minimum), default the minimum.
