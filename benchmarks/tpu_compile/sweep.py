@@ -112,8 +112,10 @@ def _commit() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(  # changes outside the results this sweep writes
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":!benchmarks/results"], capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev + ("+dirty" if dirty else "")
@@ -170,15 +172,16 @@ def main() -> None:
     selected = [
         (t, m) for t, m in plan(args.only) if args.models is None or m in args.models.split(",")
     ]
-    if args.redo:  # drop the old rows now; each is written again when it is compiled
-        keep = lambda r: (r["topology"], r["model"]) not in selected  # noqa: E731
-        results, failures = [r for r in results if keep(r)], [f for f in failures if keep(f)]
-    done = {(r["topology"], r["model"]) for r in results + failures}
+    done = set() if args.redo else {(r["topology"], r["model"]) for r in results + failures}
     tmp = os.path.join(args.out, ".tpu_compile_tmp.json")
     for topology, model in selected:
         if (topology, model) in done:
             continue
         report, reason = run_one(topology, model, tmp, args.timeout)
+        # A redone row replaces the old one only now, so an interrupted --redo loses nothing.
+        key = (topology, model)
+        results[:] = [r for r in results if (r["topology"], r["model"]) != key]
+        failures[:] = [f for f in failures if (f["topology"], f["model"]) != key]
         if report is None:
             failures.append({"topology": topology, "model": model, "reason": reason})
         else:
