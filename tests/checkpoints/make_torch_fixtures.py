@@ -1,6 +1,6 @@
 """Regenerate the small PyTorch checkpoint fixtures in ``tests/checkpoints/data/``.
 
-This script NEEDS torch (``pip install torch``; any CPU build >= 2.1 will do) and is
+This script NEEDS torch (``pip install -e ".[fixtures]"``; any CPU build >= 2.1) and is
 NOT run by the test-suite: the tests only read the files it wrote, so they run
 without torch.  Run it from anywhere:
 
