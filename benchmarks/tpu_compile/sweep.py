@@ -1,10 +1,11 @@
 """The compile table: every family x size at the paper's batch on TPU pods (issue 12, item 2).
 
     python -m benchmarks.tpu_compile.sweep [--out benchmarks/results] [--only v5e:16x16]
-        [--models convnext_afc_tiny,...] [--redo]
+        [--models convnext_afc_tiny,...] [--redo] [--jobs 2]
 
-Runs `python -m benchmarks.tpu_compile` once per configuration (one process each, one at a
-time), with `configs/imagenet.py`, global batch 4096, eval batch 1024, bfloat16 compute. When a
+Runs `python -m benchmarks.tpu_compile` once per configuration (one process each; `--jobs`
+at a time, default 1: a compile keeps about one core busy and the large ones need ~4-8 GB),
+with `configs/imagenet.py`, global batch 4096, eval batch 1024, bfloat16 compute. When a
 step does not fit in HBM the next setting of `FIT_LADDER` is tried, and the table says which
 one fits. Results are appended to `tpu_compile.json` and the markdown is rewritten after every
 configuration, so an interrupted sweep keeps what finished; running it again skips those.
@@ -13,6 +14,7 @@ configuration, so an interrupted sweep keeps what finished; running it again ski
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -147,7 +149,19 @@ def run_one(topology: str, model: str, tmp: str, timeout: int) -> tuple[dict | N
     return None, last
 
 
-def main() -> None:
+def _header(results: list[dict]) -> str:
+    versions = results[0]["versions"] if results else {}
+    return (
+        f"Command: `python -m benchmarks.tpu_compile.sweep` (each row: `python -m "
+        f"benchmarks.tpu_compile --topology T --config configs/imagenet.py:model=M "
+        f"{' '.join(COMMON)} [setting]`). Versions: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+        + ". Compiled on a shared 2-core CPU host (compile times are that host's), "
+        f"updated {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC."
+    )
+
+
+def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--only", default=None, help="one topology")
@@ -155,8 +169,17 @@ def main() -> None:
     p.add_argument("--redo", action="store_true",
                    help="compile the selected rows again even if the JSON has them (replaced)")
     p.add_argument("--timeout", type=int, default=3600, help="per compile command, seconds")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="compiles at once (each keeps ~1 core busy; mind the host's memory)")
     p.add_argument("--render", action="store_true", help="only rewrite the markdown")
     args = p.parse_args()
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    return args
+
+
+def main() -> None:
+    args = _parse_args()
     json_path = os.path.join(args.out, "tpu_compile.json")
     md_path = os.path.join(args.out, "tpu_compile.md")
     saved = json.load(open(json_path)) if os.path.exists(json_path) else {}
@@ -173,35 +196,33 @@ def main() -> None:
         (t, m) for t, m in plan(args.only) if args.models is None or m in args.models.split(",")
     ]
     done = set() if args.redo else {(r["topology"], r["model"]) for r in results + failures}
-    tmp = os.path.join(args.out, ".tpu_compile_tmp.json")
-    for topology, model in selected:
-        if (topology, model) in done:
-            continue
-        report, reason = run_one(topology, model, tmp, args.timeout)
-        # A redone row replaces the old one only now, so an interrupted --redo loses nothing.
-        key = (topology, model)
-        results[:] = [r for r in results if (r["topology"], r["model"]) != key]
-        failures[:] = [f for f in failures if (f["topology"], f["model"]) != key]
-        if report is None:
-            failures.append({"topology": topology, "model": model, "reason": reason})
-        else:
-            results.append(report)
-        versions = results[0]["versions"] if results else {}
-        header = (
-            f"Command: `python -m benchmarks.tpu_compile.sweep` (each row: `python -m "
-            f"benchmarks.tpu_compile --topology T --config configs/imagenet.py:model=M "
-            f"{' '.join(COMMON)} [setting]`). Versions: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
-            + f". Compiled on a shared 2-core CPU host (compile times are that host's), "
-            f"updated {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC."
-        )
-        with open(json_path, "w") as f:
+    todo = [key for key in selected if key not in done]
+    # One scratch report per row, so parallel compiles never share a file.
+    tmps = [os.path.join(args.out, f".tpu_compile_tmp.{i}.json") for i in range(len(todo))]
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        running = {
+            pool.submit(run_one, t, m, tmp, args.timeout): (t, m)
+            for (t, m), tmp in zip(todo, tmps)
+        }
+        # Rows are recorded as they finish (in this thread only), so an interrupted sweep
+        # keeps every finished row; a redone row replaces the old one only now.
+        for future in concurrent.futures.as_completed(running):
+            key = running[future]
+            report, reason = future.result()
+            results[:] = [r for r in results if (r["topology"], r["model"]) != key]
+            failures[:] = [f for f in failures if (f["topology"], f["model"]) != key]
+            if report is None:
+                failures.append({"topology": key[0], "model": key[1], "reason": reason})
+            else:
+                results.append(report)
+            header = _header(results)
             record = {"header": header, "notes": notes, "results": results, "failures": failures}
-            json.dump(record, f, indent=1)
-        render(header)
-    if os.path.exists(tmp):
-        os.remove(tmp)
-
+            with open(json_path, "w") as f:
+                json.dump(record, f, indent=1)
+            render(header)
+    for tmp in tmps:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 if __name__ == "__main__":
     main()
