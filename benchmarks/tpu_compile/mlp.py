@@ -20,7 +20,9 @@ os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 STAGES = ((56, 96), (28, 192), (14, 384), (7, 768))
 
 
-def compile_cost(module, n: int, c: int, batch: int, device) -> dict:
+def compile_cost(module, n: int, c: int, batch: int, device, input_grad: bool = True) -> dict:
+    """Forward + backward of `module` on a (batch, n, n, c) bfloat16 map, compiled for one chip:
+    gradients to the parameters and (input_grad) to the input, as inside a network."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -40,7 +42,8 @@ def compile_cost(module, n: int, c: int, batch: int, device) -> dict:
             return jnp.sum(module.apply(p, x).astype(jnp.float32) ** 2)
 
         t0 = time.perf_counter()
-        compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(params, x).compile()
+        argnums = (0, 1) if input_grad else 0
+        compiled = jax.jit(jax.value_and_grad(loss, argnums=argnums)).lower(params, x).compile()
         seconds = time.perf_counter() - t0
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
