@@ -2,7 +2,7 @@
 
     python -m benchmarks.tpu_compile --topology v5e:16x16 \
         --config configs/imagenet.py:model=convnext_afc_tiny [--config.<field>=<value> ...] \
-        --json OUT.json
+        [--num_slices 2 --config.mesh.slices=2] --json OUT.json
 
 Builds the mesh, shardings, optimizer, EMA, donation and dtype policy through the code
 `train.py` runs (`afc_jax.train.programs`), lowers and compiles the train step and the eval
@@ -28,6 +28,10 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "training config file", lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:16x16, v5p:4x4x8")
+_SLICES = flags.DEFINE_integer(
+    "num_slices", 1, "slices of --topology joined by the data-centre network (multislice); "
+    "set the config's mesh.slices to the same number"
+)
 _JSON = flags.DEFINE_string("json", None, "write the report here")
 _STEPS = flags.DEFINE_integer(
     "steps_per_epoch", None, "for the LR schedule only (default: ImageNet-1k at the batch)"
@@ -43,9 +47,14 @@ def _gb(x: float) -> str:
     return f"{x / 1e9:.2f}"
 
 
+def _slices(report: dict) -> str:
+    n = report.get("slices", 1)
+    return f"{n} x " if n > 1 else ""
+
+
 def format_table(report: dict) -> str:
     rows = [
-        f"{report['model']} on {report['topology']} ({report['devices']} devices, "
+        f"{report['model']} on {_slices(report)}{report['topology']} ({report['devices']} devices, "
         f"{report['hosts']} hosts, mesh {report['mesh']}), global batch "
         f"{report['global_batch']} ({report['per_device_batch']}/device), {report['dtype']}",
         "step        TFLOP/dev  GB accessed/dev  HBM GB/dev (of)  fits  roofline ms (bound)  "
@@ -83,6 +92,7 @@ def main(argv):
             steps_per_epoch=_STEPS.value,
             keep_hlo=bool(_HLO_DIR.value),
             steps=tuple(_STEPS_TO_COMPILE.value),
+            num_slices=_SLICES.value,
             log=lambda m: print(m, file=sys.stderr, flush=True),
         )
     except (TopologyError, ConfigError, ValueError) as exc:

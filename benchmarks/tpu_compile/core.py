@@ -40,9 +40,13 @@ def _install_hint() -> str:
     return f'pip install "jax[tpu]=={jax.__version__}"'
 
 
-def get_topology_devices(topology: str):
-    """The devices of a TPU topology ("v5e:16x16"), described by libtpu without a TPU."""
+def get_topology_devices(topology: str, num_slices: int = 1):
+    """The devices of a TPU topology ("v5e:16x16"), described by libtpu without a TPU; with
+    num_slices > 1, that many such slices joined by the data-centre network (multislice), each
+    device carrying its `slice_index`."""
     spec = chip_spec(topology)  # unknown kinds fail here, with the known ones listed
+    if num_slices < 1:
+        raise TopologyError(f"num_slices must be >= 1, got {num_slices}")
     if importlib.util.find_spec("libtpu") is None:
         raise TopologyError(
             f"compiling for {topology} needs libtpu, which is not installed; install it with "
@@ -51,7 +55,8 @@ def get_topology_devices(topology: str):
     from jax.experimental import topologies
 
     try:
-        desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
+        kw = {"num_slices": num_slices} if num_slices > 1 else {}
+        desc = topologies.get_topology_desc(platform="tpu", topology_name=topology, **kw)
     except Exception as exc:  # noqa: BLE001  (libtpu's errors are runtime errors of any kind)
         raise TopologyError(
             f"libtpu cannot describe topology {topology!r} ({exc}); use KIND:AxB for v5e/v6e "
@@ -123,17 +128,19 @@ def compile_for_topology(
     steps_per_epoch: int | None = None,
     keep_hlo: bool = False,
     steps: tuple[str, ...] = ("train_step", "eval_step"),
+    num_slices: int = 1,
     log=print,
 ) -> dict:
     """Lowers and compiles config's train and eval steps for `topology`; returns the report.
 
     `steps` selects which of the two to compile. With keep_hlo the report also holds each
-    step's optimized HLO text under "hlo" (large).
+    step's optimized HLO text under "hlo" (large). num_slices > 1 compiles for that many
+    slices of `topology` (the config's `mesh.slices` must say the same, as on the pods).
     """
     from afc_jax.train import loop, sharding
     from afc_jax.train.programs import abstract_batch, build_programs
 
-    chip, devices = get_topology_devices(topology)
+    chip, devices = get_topology_devices(topology, num_slices)
     hosts = len({d.process_index for d in devices})
     loop.validate(config, len(devices), hosts)
     per_epoch = steps_per_epoch or max(1, IMAGENET_TRAIN_IMAGES // config.batch_size)
@@ -149,6 +156,7 @@ def compile_for_topology(
     n_params = sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(state.params))
     report = {
         "topology": topology,
+        "slices": num_slices,
         "chip": chip.kind,
         "device_kind": devices[0].device_kind,
         "devices": len(devices),
