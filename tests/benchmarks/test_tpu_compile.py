@@ -2,7 +2,8 @@
 
 The real TPU compiler (libtpu, from the `test` extra) runs in a subprocess, so the other tests
 never load libtpu (tests/conftest.py pins them to the CPU) and pytest-xdist workers do not
-contend for its lock (`ALLOW_MULTIPLE_LIBTPU_LOAD=1`). One compile, about a minute on 2 cores.
+contend for its lock (`ALLOW_MULTIPLE_LIBTPU_LOAD=1`). Two compiles (one slice, two slices)
+and two quick error checks, about a minute and a half on 2 cores.
 """
 
 from __future__ import annotations
