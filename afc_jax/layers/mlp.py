@@ -10,7 +10,12 @@ import jax.numpy as jnp
 
 from afc_jax.layers.activations import PolynomialActivation, gelu_exact
 from afc_jax.layers.conv import convnext_kernel_init
-from afc_jax.ops.filter_choice import FILTER_IMPLS, choose_layout, resolve_filter_impl
+from afc_jax.ops.filter_choice import (
+    FILTER_IMPLS,
+    choose_fine_grid_remat,
+    choose_layout,
+    resolve_filter_impl,
+)
 from afc_jax.ops.filters import fine_grid_map, ideal_downsample, ideal_upsample
 from afc_jax.ops.spectral import compute_dtype
 
@@ -19,6 +24,9 @@ Dtype = Any
 # How AFC is computed ("reference": the official formulation; "fast": the exactly equal one
 # with the pointwise layers at 1x; "auto" = "fast"). It selects the block MLP and the stem.
 AFC_FORMULATIONS = ("auto", "reference", "fast")
+# Whether the fast AFC MLP recomputes its fine-grid map in the backward pass ("auto": on a TPU,
+# `afc_jax.ops.filter_choice.choose_fine_grid_remat`).
+FINE_GRID_REMAT = ("auto", "on", "off")
 
 
 class _PointwiseMLP(nn.Module):
@@ -92,6 +100,15 @@ def resolve_afc_formulation(formulation: str) -> str:
     return "fast" if formulation == "auto" else formulation
 
 
+def resolve_fine_grid_remat(remat: bool | str) -> bool:
+    """`AliasFreeMLP.remat` as a bool: "auto" by the target platform, "on"/"off" or a bool."""
+    if isinstance(remat, bool):
+        return remat
+    if remat not in FINE_GRID_REMAT:
+        raise ValueError(f"unknown fine-grid remat {remat!r}; choose one of {FINE_GRID_REMAT}")
+    return choose_fine_grid_remat() if remat == "auto" else remat == "on"
+
+
 class AliasFreeMLP(_PointwiseMLP):
     """AFC block MLP (spec §6) in two exactly equal formulations.
 
@@ -122,8 +139,9 @@ class AliasFreeMLP(_PointwiseMLP):
     last-axis FFT.
     layout: "auto" (`afc_jax.ops.filter_choice.choose_layout`), "nchw" or "nhwc".
     remat: in the fast path, recompute the fine-grid map in the backward pass instead of
-    storing it (2.25x the hidden map per block); costs one more interpolation per block. Off by
-    default: a ConvNeXt-T train step's peak memory is set by the 224x224 stem, not by the MLPs.
+    storing it (2.25x the hidden map per block); costs one more interpolation per block. "auto"
+    (default): on a TPU, where it saves HBM and bytes (`filter_choice.choose_fine_grid_remat`),
+    not elsewhere; "on"/"off" (or True/False) force it. Same values and gradients either way.
 
     Params: `pwconv1`, `act` (see `PolynomialActivation`), `pwconv2`, in both formulations.
     """
@@ -132,7 +150,7 @@ class AliasFreeMLP(_PointwiseMLP):
     formulation: str = "auto"
     filter_impl: str = "auto"
     layout: str = "auto"
-    remat: bool = False
+    remat: bool | str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -142,6 +160,7 @@ class AliasFreeMLP(_PointwiseMLP):
             raise ValueError(
                 f"unknown filter_impl {self.filter_impl!r}; choose one of {FILTER_IMPLS}"
             )
+        resolve_fine_grid_remat(self.remat)  # a bad value fails in either formulation
         if formulation == "reference":
             return self._reference(x)
         return self._fast(x)
@@ -188,7 +207,7 @@ class AliasFreeMLP(_PointwiseMLP):
             # products' precision from it (`filter_matrices.filter_precision`).
             return fine_grid_map(v, poly, impl=fi, layout=layout)
 
-        if self.remat:
+        if resolve_fine_grid_remat(self.remat):
             fine = jax.checkpoint(fine)
         y = fine(v, a).astype(v.dtype)
         return PointwiseDense(c, layout, "nhwc", name="pwconv2", **kw)(y)

@@ -5,8 +5,8 @@
 Fields: `name` (a registry name, e.g. "convnext_afc_tiny"), `dtype` ("float32" | "bfloat16"),
 `drop_path_rate`, `layer_scale_init`, `head_init_scale`, `filter_rule`, optionally `depths` and
 `dims` (override the size), and how the model computes: `afc_formulation` (its old name
-`mlp_impl` is still read, see `afc_formulation`), `filter_impl`, `remat` ("auto"/"none" when
-absent).
+`mlp_impl` is still read, see `afc_formulation`), `filter_impl`, `remat` and `fine_grid_remat`
+(when absent: "auto", "none" and "auto").
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 
 import jax.numpy as jnp
 
-from afc_jax.layers.mlp import AFC_FORMULATIONS
+from afc_jax.layers.mlp import AFC_FORMULATIONS, FINE_GRID_REMAT
 from afc_jax.models.convnext import REMAT_OPTIONS
 from afc_jax.models.registry import create
 from afc_jax.ops.filter_choice import FILTER_IMPLS
@@ -71,11 +71,13 @@ def from_config(model_config, num_classes: int):
         afc_formulation=afc_formulation(m),
         filter_impl=m.get("filter_impl") or "auto",
         remat=m.get("remat") or "none",
+        fine_grid_remat=m.get("fine_grid_remat") or "auto",
     )
     choices = (
         ("afc_formulation", AFC_FORMULATIONS),
         ("filter_impl", FILTER_IMPLS),
         ("remat", REMAT_OPTIONS),
+        ("fine_grid_remat", FINE_GRID_REMAT),
     )
     for field, allowed in choices:
         if kwargs[field] not in allowed:

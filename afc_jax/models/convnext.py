@@ -77,6 +77,7 @@ class _Configured(nn.Module):
     filter_rule: str = "strict"
     afc_formulation: str = "auto"
     filter_impl: str = "auto"
+    fine_grid_remat: str = "auto"
 
     def norm(self, name: str) -> LayerNorm:
         return LayerNorm(
@@ -189,6 +190,7 @@ class Block(_Configured):
                 filter_rule=self.filter_rule,
                 formulation=self.afc_formulation,
                 filter_impl=self.filter_impl,
+                remat=self.fine_grid_remat,
                 name="mlp",
                 **mlp_kw,
             )(y)
@@ -229,6 +231,7 @@ class Stage(_Configured):
                 filter_rule=self.filter_rule,
                 afc_formulation=self.afc_formulation,
                 filter_impl=self.filter_impl,
+                fine_grid_remat=self.fine_grid_remat,
                 drop_path=rate,
                 layer_scale_init=self.layer_scale_init,
                 name=f"blocks_{j}",
@@ -265,6 +268,9 @@ class ConvNeXt(nn.Module):
         "none", "block" (each block's activations recomputed in the backward pass; keeps
         only block inputs) or "stage" (only stage inputs kept; more recomputation). For
         large models or batches that do not fit in HBM (`benchmarks.tpu_compile` says).
+      fine_grid_remat: whether the AFC block MLPs recompute their fine-grid maps in the
+        backward pass: "auto" (on a TPU, where it saves HBM and bytes, see
+        `afc_jax.ops.filter_choice.choose_fine_grid_remat`), "on" or "off".
     """
 
     family: FamilySpec
@@ -283,6 +289,7 @@ class ConvNeXt(nn.Module):
     filter_impl: str = "auto"
     debug: bool = False
     remat: str = "none"
+    fine_grid_remat: str = "auto"
 
     def setup(self):
         if len(self.depths) != 4 or len(self.dims) != 4:
@@ -300,6 +307,7 @@ class ConvNeXt(nn.Module):
             filter_rule=self.filter_rule,
             afc_formulation=self.afc_formulation,
             filter_impl=self.filter_impl,
+            fine_grid_remat=self.fine_grid_remat,
         )
         self.downsample_layers = [Stem(features=self.dims[0], **common)] + [
             Downsample(features=self.dims[i], **common) for i in range(1, 4)

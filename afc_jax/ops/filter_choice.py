@@ -15,6 +15,8 @@ goes to the FFT.
 Layout of the fast MLP's hidden map (`choose_layout`): "nchw" for the FFT and on a TPU; on a
 CPU/GPU with matrices "nchw" from NCHW_MIN_SIZE (20) px, "nhwc" below. Layout of matrix
 downsampling (`choose_downsample_layout`): channels-first on a TPU, in place elsewhere.
+Whether the fast MLP recomputes its fine-grid map in the backward pass instead of storing it
+(`choose_fine_grid_remat`): on a TPU, not elsewhere.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "NCHW_MIN_SIZE",
     "choose_downsample_layout",
     "choose_filter_impl",
+    "choose_fine_grid_remat",
     "choose_layout",
     "dense_cost",
     "resolve_filter_impl",
@@ -167,3 +170,19 @@ def choose_downsample_layout(platform: str | None = None) -> str:
     accessed 70.5 vs 69.7 GB. CPU/GPU: not measured; NHWC as before.
     """
     return "nchw" if _platform(platform) == "tpu" else "nhwc"
+
+
+def choose_fine_grid_remat(platform: str | None = None) -> bool:
+    """Whether the fast AFC MLP recomputes its fine-grid map in the backward pass ("auto").
+
+    TPU: yes. Storing the map costs 2.25x the hidden map per block until the backward pass;
+    recomputing it costs the two interpolation products once more. A TPU train step is bound
+    by HBM traffic many times over (AFC-T: 7 ms of FLOPs against 84 ms of bytes per v5e chip),
+    so the extra products are cheap and the smaller working set also moves fewer bytes. TPU
+    compiler, AFC-T train step, 32 images per chip on v5e:2x2, bfloat16 (`python -m
+    benchmarks.tpu_compile`, `benchmarks/README.md` "AFC-T vs baseline-T on a TPU"), stored
+    vs recomputed: 1.387 vs 1.458 TFLOP, 69.7 vs 68.7 GB accessed, 4.25 vs 3.69 GB HBM per
+    chip, roofline 85.1 vs 83.9 ms. CPU/GPU: no (a CPU step is not bound by memory traffic
+    alone, and the model's peak memory there is set by the 224 px stem); not measured.
+    """
+    return _platform(platform) == "tpu"

@@ -1,11 +1,17 @@
 """TPU compiler costs of one block MLP: AFC (as configured) vs the GELU MLP of the baseline.
 
     python -m benchmarks.tpu_compile.mlp [--batch 32] [--stages 1,2,3,4] [--layout auto]
+        [--fine_grid_remat off]
 
 Forward + backward (to parameters and input) of one MLP at each ConvNeXt-T stage, bfloat16
 compute, compiled for one v5e chip (libtpu, on this host) with the TPU's "auto" choices:
 GFLOP, GB accessed and temporaries per step. A quick way to compare filter variants without
 compiling a whole model (minutes instead of tens of minutes on a busy 2-core host).
+
+The fine-grid map is stored for the backward pass by default here (`--fine_grid_remat off`),
+although a TPU model recomputes it ("auto"): alone, an MLP has no memory pressure, and
+recomputing only adds work; in the whole train step it saves HBM and bytes
+(`afc_jax.ops.filter_choice.choose_fine_grid_remat`).
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--stages", default="1,2,3,4")
     p.add_argument("--layout", default="auto", choices=("auto", "nchw", "nhwc"))
+    p.add_argument("--fine_grid_remat", default="off", choices=("auto", "on", "off"))
     args = p.parse_args()
     import jax.numpy as jnp
 
@@ -72,7 +79,9 @@ def main() -> None:
         n, c = STAGES[i - 1]
         for name, module in (
             ("GELU", GeluMLP(dtype=jnp.bfloat16)),
-            ("AFC", AliasFreeMLP(dtype=jnp.bfloat16, layout=args.layout)),
+            ("AFC", AliasFreeMLP(
+                dtype=jnp.bfloat16, layout=args.layout, remat=args.fine_grid_remat
+            )),
         ):
             r = compile_cost(module, n, c, args.batch, devices[0])
             print(

@@ -99,3 +99,12 @@ def test_downsample_layout_rule():
     assert fc.choose_downsample_layout("cpu") == fc.choose_downsample_layout("gpu") == "nhwc"
     with targeting("tpu"):
         assert fc.choose_downsample_layout() == "nchw"
+
+
+def test_fine_grid_remat_rule():
+    assert fc.choose_fine_grid_remat("tpu") is True
+    assert fc.choose_fine_grid_remat("cpu") is False and fc.choose_fine_grid_remat("gpu") is False
+    with targeting("tpu"):
+        assert fc.choose_fine_grid_remat() is True
+    with targeting("cpu"):
+        assert fc.choose_fine_grid_remat() is False
