@@ -16,13 +16,13 @@ Layout of the fast MLP's hidden map (`choose_layout`): "nchw" for the FFT and on
 CPU/GPU with matrices "nchw" from NCHW_MIN_SIZE (20) px, "nhwc" below. Layout of matrix
 downsampling (`choose_downsample_layout`): channels-first on a TPU, in place elsewhere.
 Whether the fast MLP recomputes its fine-grid map in the backward pass instead of storing it
-(`choose_fine_grid_remat`): on a TPU, not elsewhere.
+(`choose_fine_grid_remat`): on a TPU except v5p, not elsewhere.
 """
 
 from __future__ import annotations
 
 from afc_jax.ops.filter_matrices import fine_grid_size
-from afc_jax.ops.platform import normalize_platform, target_platform
+from afc_jax.ops.platform import normalize_platform, target_device_kind, target_platform
 
 __all__ = [
     "DENSE_COST_LIMIT",
@@ -30,6 +30,7 @@ __all__ = [
     "FILTER_OPS",
     "IMPLEMENTATIONS",
     "NCHW_MIN_SIZE",
+    "STORE_FINE_GRID_KINDS",
     "choose_downsample_layout",
     "choose_filter_impl",
     "choose_fine_grid_remat",
@@ -172,17 +173,39 @@ def choose_downsample_layout(platform: str | None = None) -> str:
     return "nchw" if _platform(platform) == "tpu" else "nhwc"
 
 
-def choose_fine_grid_remat(platform: str | None = None) -> bool:
+# Chips where the fine-grid maps are better stored (`choose_fine_grid_remat`), by device_kind.
+STORE_FINE_GRID_KINDS = ("TPU v5",)  # v5p ("TPU v5 lite" is v5e)
+
+
+def choose_fine_grid_remat(platform: str | None = None, device_kind: str | None = None) -> bool:
     """Whether the fast AFC MLP recomputes its fine-grid map in the backward pass ("auto").
 
-    TPU: yes. Storing the map costs 2.25x the hidden map per block until the backward pass;
-    recomputing it costs the two interpolation products once more. A TPU train step is bound
-    by HBM traffic many times over (AFC-T: 7 ms of FLOPs against 84 ms of bytes per v5e chip),
-    so the extra products are cheap and the smaller working set also moves fewer bytes. TPU
-    compiler, AFC-T train step, 32 images per chip on v5e:2x2, bfloat16 (`python -m
-    benchmarks.tpu_compile`, `benchmarks/README.md` "AFC-T vs baseline-T on a TPU"), stored
-    vs recomputed: 1.387 vs 1.458 TFLOP, 69.7 vs 68.7 GB accessed, 4.25 vs 3.69 GB HBM per
-    chip, roofline 85.1 vs 83.9 ms. CPU/GPU: no (a CPU step is not bound by memory traffic
-    alone, and the model's peak memory there is set by the 224 px stem); not measured.
+    TPU: yes, except on v5p. Storing the map keeps 2.25x the hidden map per block in HBM until
+    the backward pass; recomputing it costs the two interpolation products once more. A TPU
+    train step is bound by HBM traffic many times over (AFC-T per v5e chip: 7 ms of FLOPs
+    against 84 ms of bytes), so the extra products are cheap, and on v5e and v6e the smaller
+    working set also moves fewer bytes. TPU compiler (`python -m benchmarks.tpu_compile`),
+    stored vs recomputed:
+    - AFC-T, 32 images per v5e chip (v5e:2x2, `benchmarks/README.md` "AFC-T vs baseline-T on a
+      TPU"): 1.387 vs 1.458 TFLOP, 69.7 vs 68.7 GB accessed, 4.25 vs 3.69 GB HBM, roofline
+      85.1 vs 83.9 ms.
+    - Batch 4096 (`benchmarks/results/tpu_compile.md`, AFC rows before and after): v5e:16x16
+      AFC-T/S/B/L/XL and v6e:16x16 AFC-T use 10-25% less HBM and the same or fewer bytes
+      (AFC-T 41.0 -> 35.6 GB, AFC-B 79.5 -> 67.2 GB).
+    - v4:2x2x1, AFC-T at 32 images per chip: 73.8 vs 73.3 GB, 6.91 vs 3.33 GB HBM.
+    - v5p:4x4x8 ("TPU v5", STORE_FINE_GRID_KINDS): less HBM (AFC-T 4.90 -> 4.10 GB) but more
+      bytes (AFC-T 60.4 -> 63.6 GB, AFC-B 113.7 -> 129.6 GB), so it stores the maps.
+    CPU/GPU: no (a CPU step is not bound by memory traffic alone, and the model's peak memory
+    there is set by the 224 px stem); not measured.
+
+    Args:
+      platform: "cpu", "gpu" or "tpu"; None: the target platform, with the target's
+        `device_kind` (`afc_jax.ops.platform.target_device_kind`).
+      device_kind: the chips' `device_kind` when `platform` is given (None: unknown, which
+        recomputes on a TPU).
     """
-    return _platform(platform) == "tpu"
+    if platform is None:
+        platform, device_kind = _platform(None), target_device_kind()
+    if _platform(platform) != "tpu":
+        return False
+    return device_kind not in STORE_FINE_GRID_KINDS

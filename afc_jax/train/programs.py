@@ -37,20 +37,20 @@ class TargetedJit:
     first call (or an ahead-of-time lowering) resolves "auto" choices for that platform.
     """
 
-    def __init__(self, jitted, platform: str):
+    def __init__(self, jitted, target):
         self.jitted = jitted
-        self.platform = platform
+        self.target = target  # a platform name, or a device (its platform and kind)
 
     def __call__(self, *args, **kwargs):
-        with targeting(self.platform):
+        with targeting(self.target):
             return self.jitted(*args, **kwargs)
 
     def lower(self, *args, **kwargs):
-        with targeting(self.platform):
+        with targeting(self.target):
             return self.jitted.lower(*args, **kwargs)
 
     def trace(self, *args, **kwargs):
-        with targeting(self.platform):
+        with targeting(self.target):
             return self.jitted.trace(*args, **kwargs)
 
 
@@ -67,6 +67,7 @@ class Programs:
     model: Any
     mesh: Mesh
     platform: str
+    target_device: Any  # a device of the mesh: its platform and kind drive the "auto" choices
     tx: Any
     schedule: Any
     image_shape: tuple[int, int, int]
@@ -82,7 +83,7 @@ class Programs:
             lambda r: init_state(self.model, self.tx, r, self.image_shape),
             out_shardings=self.state_shardings,
         )
-        return TargetedJit(init, self.platform)(rng)
+        return TargetedJit(init, self.target_device)(rng)
 
 
 def build_programs(
@@ -96,12 +97,13 @@ def build_programs(
     from afc_jax.train.loop import build_model  # loop imports this module
 
     devices = list(devices)
-    platform = normalize_platform(devices[0].platform)
+    target = devices[0]
+    platform = normalize_platform(target.platform)
     model = build_model(config, num_classes)
     mesh = sharding.make_mesh(config, devices)
     tx, schedule = make_optimizer(config, steps_per_epoch)
     image_shape = (config.data.image_size, config.data.image_size, 3)
-    with targeting(platform):
+    with targeting(target):
         abstract = jax.eval_shape(
             lambda r: init_state(model, tx, r, image_shape), jax.random.PRNGKey(0)
         )
@@ -124,14 +126,15 @@ def build_programs(
         model=model,
         mesh=mesh,
         platform=platform,
+        target_device=target,
         tx=tx,
         schedule=schedule,
         image_shape=image_shape,
         abstract_state=abstract,
         state_shardings=state_sh,
         batch_shardings=batch_sh,
-        train_step=TargetedJit(train_step, platform),
-        eval_step=TargetedJit(eval_step, platform),
+        train_step=TargetedJit(train_step, target),
+        eval_step=TargetedJit(eval_step, target),
     )
 
 

@@ -56,6 +56,10 @@ def get_topology_devices(topology: str, num_slices: int = 1):
 
     try:
         kw = {"num_slices": num_slices} if num_slices > 1 else {}
+        if spec.kind == "v4":
+            # libtpu describes a v4 chip's two TensorCores as two devices unless asked for
+            # megacore (one device per chip), which is how jax.make_mesh and v4 pods run.
+            kw["chip_config_name"] = "megacore"
         desc = topologies.get_topology_desc(platform="tpu", topology_name=topology, **kw)
     except Exception as exc:  # noqa: BLE001  (libtpu's errors are runtime errors of any kind)
         raise TopologyError(

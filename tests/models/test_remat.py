@@ -3,6 +3,8 @@ parameters, loss and gradients; "auto" recomputes the fine grids only for a TPU.
 
 from __future__ import annotations
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,7 +68,7 @@ def _count_remat(jaxpr) -> int:
     return n
 
 
-def _checkpoints(fine_grid_remat: str, platform: str) -> int:
+def _checkpoints(fine_grid_remat: str, platform) -> int:
     """How many recomputed (checkpoint) regions the nano AFC's gradient program has."""
     model = models.create("convnext_afc", fine_grid_remat=fine_grid_remat, **NANO)
     with targeting(platform):
@@ -77,8 +79,11 @@ def _checkpoints(fine_grid_remat: str, platform: str) -> int:
 
 def test_fine_grid_remat_auto_recomputes_only_for_a_tpu():
     blocks = sum(NANO["depths"])
-    assert _checkpoints("auto", "tpu") == _checkpoints("on", "cpu") == blocks
+    v5e = types.SimpleNamespace(platform="tpu", device_kind="TPU v5 lite")
+    v5p = types.SimpleNamespace(platform="tpu", device_kind="TPU v5")
+    assert _checkpoints("auto", [v5e]) == _checkpoints("on", "cpu") == blocks
     assert _checkpoints("auto", "cpu") == _checkpoints("off", "tpu") == 0
+    assert _checkpoints("auto", [v5p]) == 0  # v5p stores the maps
 
 
 def test_unknown_fine_grid_remat_is_an_error():

@@ -3,6 +3,8 @@ platform, on both sides of each documented threshold."""
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
 from afc_jax.ops import filter_choice as fc
@@ -104,7 +106,16 @@ def test_downsample_layout_rule():
 def test_fine_grid_remat_rule():
     assert fc.choose_fine_grid_remat("tpu") is True
     assert fc.choose_fine_grid_remat("cpu") is False and fc.choose_fine_grid_remat("gpu") is False
-    with targeting("tpu"):
+    for kind in ("TPU v5 lite", "TPU v6 lite"):
+        assert fc.choose_fine_grid_remat("tpu", kind) is True
+    assert fc.choose_fine_grid_remat("tpu", "TPU v5") is False  # v5p stores them
+    with targeting("tpu"):  # a platform without devices: the kind is unknown
         assert fc.choose_fine_grid_remat() is True
     with targeting("cpu"):
+        assert fc.choose_fine_grid_remat() is False
+    v5e = types.SimpleNamespace(platform="tpu", device_kind="TPU v5 lite")
+    v5p = types.SimpleNamespace(platform="tpu", device_kind="TPU v5")
+    with targeting([v5e]):
+        assert fc.choose_fine_grid_remat() is True
+    with targeting([v5p]):
         assert fc.choose_fine_grid_remat() is False

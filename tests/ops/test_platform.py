@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -10,7 +12,12 @@ from afc_jax.layers.conv import resolve_depthwise_impl
 from afc_jax.ops import filter_matrices as fm
 from afc_jax.ops.filter_choice import choose_filter_impl, choose_layout
 from afc_jax.ops.filters import fine_grid_map
-from afc_jax.ops.platform import normalize_platform, target_platform, targeting
+from afc_jax.ops.platform import (
+    normalize_platform,
+    target_device_kind,
+    target_platform,
+    targeting,
+)
 
 
 def test_default_is_the_process_backend_and_targeting_overrides_it_within_the_block():
@@ -27,6 +34,18 @@ def test_default_is_the_process_backend_and_targeting_overrides_it_within_the_bl
 def test_targeting_accepts_devices():
     with targeting(jax.devices()):
         assert target_platform() == jax.devices()[0].platform
+
+
+def test_target_device_kind_comes_with_devices_only():
+    host = jax.devices()[0].device_kind
+    assert target_device_kind() == host  # outside any block: the default backend's
+    v5p = types.SimpleNamespace(platform="tpu", device_kind="TPU v5")
+    with targeting([v5p]):
+        assert (target_platform(), target_device_kind()) == ("tpu", "TPU v5")
+        with targeting("tpu"):  # a bare platform name says nothing of the chips
+            assert target_device_kind() is None
+        assert target_device_kind() == "TPU v5"
+    assert target_device_kind() == host
 
 
 def test_auto_choices_decide_for_the_target():
