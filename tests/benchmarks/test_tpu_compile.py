@@ -2,8 +2,8 @@
 
 The real TPU compiler (libtpu, from the `test` extra) runs in a subprocess, so the other tests
 never load libtpu (tests/conftest.py pins them to the CPU) and pytest-xdist workers do not
-contend for its lock (`ALLOW_MULTIPLE_LIBTPU_LOAD=1`). Two compiles (one slice, two slices)
-and two quick error checks, about a minute and a half on 2 cores.
+contend for its lock (`ALLOW_MULTIPLE_LIBTPU_LOAD=1`). Three compiles (v5e, two v5e slices, v4)
+and two quick error checks, about two minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -97,3 +97,11 @@ def test_slices_without_mesh_slices_is_a_clear_error(tmp_path):
     proc, _ = _compile(tmp_path, "--num_slices", "2")
     assert proc.returncode == 2
     assert "span 2 slices; set mesh.slices=2" in proc.stderr
+
+
+def test_v4_compiles_with_one_device_per_chip(tmp_path):
+    # libtpu describes v4 per TensorCore unless asked for megacore; jax.make_mesh needs chips.
+    proc, out = _compile(tmp_path, "--topology", "v4:2x2x1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert (report["chip"], report["devices"], report["device_kind"]) == ("v4", 4, "TPU v4")
