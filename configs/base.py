@@ -34,7 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
     # what does not fit in memory; same function). benchmarks.tpu_compile says what fits.
     c.model.remat = "none"
     # AFC block MLPs: recompute each fine-grid map in the backward pass instead of storing it.
-    # "auto": on a TPU (less HBM and fewer bytes there, for 5% more FLOPs), not elsewhere;
+    # "auto": on a TPU except v5p (less HBM and fewer bytes there, for 5% more FLOPs), not
+    # elsewhere;
     # "on" / "off" force it. Same values and gradients.
     c.model.fine_grid_remat = "auto"
 

@@ -24,8 +24,8 @@ Dtype = Any
 # How AFC is computed ("reference": the official formulation; "fast": the exactly equal one
 # with the pointwise layers at 1x; "auto" = "fast"). It selects the block MLP and the stem.
 AFC_FORMULATIONS = ("auto", "reference", "fast")
-# Whether the fast AFC MLP recomputes its fine-grid map in the backward pass ("auto": on a TPU,
-# `afc_jax.ops.filter_choice.choose_fine_grid_remat`).
+# Whether the fast AFC MLP recomputes its fine-grid map in the backward pass ("auto": on a TPU
+# other than v5p, `afc_jax.ops.filter_choice.choose_fine_grid_remat`).
 FINE_GRID_REMAT = ("auto", "on", "off")
 
 
@@ -140,8 +140,9 @@ class AliasFreeMLP(_PointwiseMLP):
     layout: "auto" (`afc_jax.ops.filter_choice.choose_layout`), "nchw" or "nhwc".
     remat: in the fast path, recompute the fine-grid map in the backward pass instead of
     storing it (2.25x the hidden map per block); costs one more interpolation per block. "auto"
-    (default): on a TPU, where it saves HBM and bytes (`filter_choice.choose_fine_grid_remat`),
-    not elsewhere; "on"/"off" (or True/False) force it. Same values and gradients either way.
+    (default): on a TPU other than v5p, where it saves HBM and bytes
+    (`filter_choice.choose_fine_grid_remat`), not elsewhere; "on"/"off" (or True/False) force
+    it. Same values and gradients either way.
 
     Params: `pwconv1`, `act` (see `PolynomialActivation`), `pwconv2`, in both formulations.
     """

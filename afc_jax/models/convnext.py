@@ -269,7 +269,7 @@ class ConvNeXt(nn.Module):
         only block inputs) or "stage" (only stage inputs kept; more recomputation). For
         large models or batches that do not fit in HBM (`benchmarks.tpu_compile` says).
       fine_grid_remat: whether the AFC block MLPs recompute their fine-grid maps in the
-        backward pass: "auto" (on a TPU, where it saves HBM and bytes, see
+        backward pass: "auto" (on a TPU other than v5p, where it saves HBM and bytes, see
         `afc_jax.ops.filter_choice.choose_fine_grid_remat`), "on" or "off".
     """
 
