@@ -105,12 +105,12 @@ def main(argv):
         for name, text in hlo.items():
             with open(os.path.join(_HLO_DIR.value, f"{name}.hlo.txt"), "w") as f:
                 f.write(text)
-    print(format_table(report))
-    if _JSON.value:
+    if _JSON.value:  # before printing: a closed stdout must not cost a long compile's report
         os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
         with open(_JSON.value, "w") as f:
             json.dump(report, f, indent=2, sort_keys=True)
             f.write("\n")
+    print(format_table(report))
     fits = all(report[n]["fits"] for n in ("train_step", "eval_step") if n in report)
     sys.exit(0 if fits else 1)
 
