@@ -161,10 +161,10 @@ class AliasFreeMLP(_PointwiseMLP):
             raise ValueError(
                 f"unknown filter_impl {self.filter_impl!r}; choose one of {FILTER_IMPLS}"
             )
-        resolve_fine_grid_remat(self.remat)  # a bad value fails in either formulation
+        remat = resolve_fine_grid_remat(self.remat)  # a bad value fails in either formulation
         if formulation == "reference":
             return self._reference(x)
-        return self._fast(x)
+        return self._fast(x, remat)
 
     def _reference(self, x):
         c = x.shape[-1]
@@ -177,7 +177,7 @@ class AliasFreeMLP(_PointwiseMLP):
         y = self._dense(c, "pwconv2")(y)
         return ideal_downsample(y, 2, rule=self.filter_rule, impl=fi)
 
-    def _fast(self, x):
+    def _fast(self, x, remat: bool):
         # The 2x-grid band |k| < N/2 is the same under both filter rules (official:
         # floor(2N/4) with +-N/2 dropped when 2N % 4 == 0), so `filter_rule` changes nothing.
         c = x.shape[-1]
@@ -208,7 +208,7 @@ class AliasFreeMLP(_PointwiseMLP):
             # products' precision from it (`filter_matrices.filter_precision`).
             return fine_grid_map(v, poly, impl=fi, layout=layout)
 
-        if resolve_fine_grid_remat(self.remat):
+        if remat:
             fine = jax.checkpoint(fine)
         y = fine(v, a).astype(v.dtype)
         return PointwiseDense(c, layout, "nhwc", name="pwconv2", **kw)(y)
