@@ -33,6 +33,7 @@ from afc_jax.layers.norms import LayerNorm
 from afc_jax.layers.pooling import APSPool, BlurPool, IdealBlurPool
 from afc_jax.layers.regularization import DropPath, LayerScale
 from afc_jax.models.families import FamilySpec
+from afc_jax.ops import filter_choice
 from afc_jax.ops.filters import ideal_lowpass
 
 Dtype = Any
@@ -93,14 +94,19 @@ class _Configured(nn.Module):
             blur_size=self.family.blur_size,
         )
 
-    def conv(self, features: int, size: int, circular_pad: Sequence[int], name: str, **kw):
-        """A size x size conv; stride `size` when the family is strided, else circular."""
+    def conv(
+        self, features: int, size: int, circular_pad: Sequence[int], name: str, stride: int = 1,
+        **kw,
+    ):
+        """A size x size conv; stride `size` when the family is strided, else circular (pad
+        `circular_pad` before/after on H and W) at `stride`."""
         strided = self.family.stem == "strided"
+        stride = size if strided else stride
         return CircularConv(
             features,
             (size, size),
             padding=((0, 0), (0, 0)) if strided else (tuple(circular_pad),) * 2,
-            strides=(size, size) if strided else (1, 1),
+            strides=(stride, stride),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             precision=self.precision,
@@ -108,9 +114,43 @@ class _Configured(nn.Module):
             **kw,
         )
 
+    def folds_into_conv_stride(self) -> bool:
+        """Whether `resample(f)` after a stride-1 circular conv equals a stride-f conv (of the
+        low-passed input, for the ideal filter).
+
+        Plain subsampling keeps the conv's outputs at 0, f, 2f, ...: exactly a stride-f conv of
+        the same padded input. The ideal low-pass is diagonal in the Fourier basis, like the
+        circular conv, so the two commute (the bias is a constant, which the filter keeps):
+        filtering the conv's input instead of its output filters half the channels (in the
+        downsampling layers) and leaves the conv 1/f^2 of its work. AFC folds with the "fast"
+        formulation where `filter_choice.choose_lowpass_before_conv` says it pays (not on a
+        TPU); "reference" keeps the official order. Exact in exact arithmetic.
+        """
+        kind = self.family.downsampling
+        if kind == "subsample":
+            return True
+        fast = resolve_afc_formulation(self.afc_formulation) == "fast"
+        return kind == "ideal" and fast and filter_choice.choose_lowpass_before_conv()
+
+    def conv_resampled(
+        self, x: jax.Array, features: int, factor: int, circular_pad: Sequence[int], name: str
+    ) -> jax.Array:
+        """`resample(factor)(conv(x))` with a factor x factor conv named `name`; computed as a
+        strided conv where `folds_into_conv_stride` says it is the same map."""
+        if not self.folds_into_conv_stride():
+            return self.resample(factor)(self.conv(features, factor, circular_pad, name)(x))
+        if self.family.downsampling == "ideal":
+            x = ideal_lowpass(
+                x, 1.0 / factor, rule=self.filter_rule, impl=self.filter_impl or "auto"
+            )
+        return self.conv(features, factor, circular_pad, name, stride=factor)(x)
+
 
 class Stem(_Configured):
     """4x4 conv to `features`, [AFC polynomial], downsampling by 4, norm.
+
+    Without the polynomial the conv and the downsampling fold into one stride-4 conv where
+    `folds_into_conv_stride` says so (of the low-passed image for the ideal filter).
 
     The AFC polynomial multiplies the conv output by its low-pass (cutoff 0.75). With the
     "fast" formulation (`afc_formulation` "fast"/"auto") that low-pass is taken of the
@@ -126,22 +166,26 @@ class Stem(_Configured):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (N, H, W, in_chans) -> (N, H/4, W/4, features)."""
+        if not self.family.stem_polynomial:
+            x = self.conv_resampled(x, self.features, 4, (1, 2), "conv")
+            return self.norm("norm")(x)
+        # The polynomial needs the conv output at full resolution (its band reaches 7/8 of
+        # the sampling rate), so here the conv runs at stride 1.
         conv = self.conv(self.features, 4, (1, 2), "conv")
         images = x
         x = conv(images)
-        if self.family.stem_polynomial:
-            poly = StemPolynomialResidual(
-                filter_rule=self.filter_rule,
-                filter_impl=self.filter_impl,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                name="poly",
-            )
-            x_lowpass = None
-            fast = resolve_afc_formulation(self.afc_formulation) == "fast"
-            if self.family.stem == "circular" and fast:
-                x_lowpass = conv(self._image_lowpass(images, poly.cutoff))
-            x = poly(x, x_lowpass)
+        poly = StemPolynomialResidual(
+            filter_rule=self.filter_rule,
+            filter_impl=self.filter_impl,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="poly",
+        )
+        x_lowpass = None
+        fast = resolve_afc_formulation(self.afc_formulation) == "fast"
+        if self.family.stem == "circular" and fast:
+            x_lowpass = conv(self._image_lowpass(images, poly.cutoff))
+        x = poly(x, x_lowpass)
         x = self.resample(4)(x)
         return self.norm("norm")(x)
 
@@ -159,8 +203,7 @@ class Downsample(_Configured):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.norm("norm")(x)
-        x = self.conv(self.features, 2, (0, 1), "conv")(x)
-        return self.resample(2)(x)
+        return self.conv_resampled(x, self.features, 2, (0, 1), "conv")
 
 
 class Block(_Configured):

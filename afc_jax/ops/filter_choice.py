@@ -34,6 +34,7 @@ __all__ = [
     "choose_downsample_layout",
     "choose_filter_impl",
     "choose_fine_grid_remat",
+    "choose_lowpass_before_conv",
     "choose_layout",
     "dense_cost",
     "resolve_filter_impl",
@@ -209,3 +210,25 @@ def choose_fine_grid_remat(platform: str | None = None, device_kind: str | None 
     if _platform(platform) != "tpu":
         return False
     return device_kind not in STORE_FINE_GRID_KINDS
+
+
+def choose_lowpass_before_conv(platform: str | None = None) -> bool:
+    """Whether "conv (stride 1) -> ideal low-pass -> keep every f-th sample" (AFC's downsampling
+    layers) runs as "ideal low-pass of the conv's input -> conv at stride f".
+
+    The two are the same map (`afc_jax.models.convnext._Configured.folds_into_conv_stride`); the
+    second filters the conv's input channels (half the output channels) at full size and
+    leaves the conv 1/f^2 of its work.
+    - CPU: yes. AFC-T, batch 8 at 224 px, float32, one pinned core while the other core
+      compiled (an A/B of the two programs in one process, indicative; the idle benchmark is
+      in `benchmarks/results/benchmark.md`): train step 9.13 vs 9.51 s, eval 2.15 vs 2.30 s.
+    - TPU: no. TPU compiler (`python -m benchmarks.tpu_compile`), AFC-T train step, 32 images
+      per v5e chip (v5e:2x2), bfloat16: 1.360 vs 1.458 TFLOP, but 72.4 vs 68.7 GB accessed and
+      4.71 vs 3.69 GB HBM (roofline 88.4 vs 83.9 ms). Each downsampling layer alone moves fewer
+      bytes folded (`python -m benchmarks.tpu_compile.parts`: stage 2 1.24 vs 1.46 GB, stage 3
+      0.62 vs 0.61 GB); the whole step's extra bytes are the compiler's asynchronous slices and
+      copies elsewhere (its scheduling), which this rule follows all the same, because the
+      step is bound by bytes.
+    - GPU: follows the CPU (less work; not measured).
+    """
+    return _platform(platform) != "tpu"

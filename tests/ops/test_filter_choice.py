@@ -119,3 +119,13 @@ def test_fine_grid_remat_rule():
         assert fc.choose_fine_grid_remat() is True
     with targeting([v5p]):
         assert fc.choose_fine_grid_remat() is False
+
+
+def test_lowpass_before_conv_rule():
+    assert fc.choose_lowpass_before_conv("cpu") is True
+    assert fc.choose_lowpass_before_conv("gpu") is True
+    assert fc.choose_lowpass_before_conv("tpu") is False
+    with targeting("tpu"):
+        assert fc.choose_lowpass_before_conv() is False
+    with targeting("cpu"):
+        assert fc.choose_lowpass_before_conv() is True
