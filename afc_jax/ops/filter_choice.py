@@ -49,14 +49,14 @@ FILTER_OPS = ("lowpass", "downsample<s>", "upsample<s>", "resize<m>", "mlp_fast"
 # FFT is used. Figures: `benchmarks/results/benchmark.md` (`python -m benchmarks.run --iters 3`,
 # idle 2-core Intel Xeon, batch 8 at 224 px, float32), ms matrix vs FFT:
 # cpu 512: section "Other ideal filters (forward)": the stem's 224x224 low-pass at 0.75 (cost
-#   448) 306 vs 481 on 96 channels and 10.3 vs 13.9 on the 3-channel image; the stride-4
-#   filter (cost 70) 57 vs 230; the stride-2 filters (cost <= 42) at 56, 28, 14 px 5.9 vs 21.1,
-#   2.4 vs 15.5, 1.2 vs 6.0. Section "AFC MLP per stage" (MLP filters, cost <= 93.3), train
-#   step fast/matrix (better layout) vs fast/fft at 56, 28, 14, 7 px: 353 vs 884, 170 vs 374,
-#   95 vs 180, 44 vs 84. Section "Models": the AFC-T train step fast/matrix 4,535 vs fast/fft
-#   8,095. So every filter of a 224 px model runs on matrices; 512 is where the dense form's
-#   cost (growing with the size) is taken to pass the FFT's: no size between 224 and 512 px
-#   was measured. (An earlier run on a loaded 2-core AMD EPYC gave the same choices, with the
+#   448) 345 vs 590 on 96 channels and 9.0 vs 15.6 on the 3-channel image; the stride-4
+#   filter (cost 70) 70 vs 255; the stride-2 filters (cost <= 42) at 56, 28, 14 px 6.3 vs 23.1,
+#   2.9 vs 18.2, 1.5 vs 7.2. Section "AFC MLP per stage" (MLP filters, cost <= 93.3), train
+#   step fast/matrix (better layout) vs fast/fft at 56, 28, 14, 7 px: 396 vs 954, 198 vs 438,
+#   114 vs 226, 51 vs 104. Section "Models": the AFC-T train step fast/matrix 4,786 vs
+#   fast/fft 8,923. So every filter of a 224 px model runs on matrices; 512 is where the dense
+#   form's cost (growing with the size) is taken to pass the FFT's: no size between 224 and
+#   512 px was measured. (An earlier run on a loaded 2-core AMD EPYC gave the same choices, with the
 #   stem's low-pass a tie.)
 # gpu 256: NOT measured (no GPU was available). A guess that cuFFT is fast enough to win from
 #   the stem's 224x224 low-pass on; only that filter (cost 448) sides differently from the CPU.
@@ -68,8 +68,10 @@ DENSE_COST_LIMIT = {"cpu": 512.0, "gpu": 256.0}
 
 # Smallest map (px) for which the fast MLP's matrix filters run channels-first on a CPU/GPU.
 # `benchmarks/results/benchmark.md` (idle 2-core Intel Xeon), section "AFC MLP per stage"
-# (fast/matrix nchw vs nhwc, ms eval / train): 56 px 149 / 353 vs 195 / 435 and 28 px 75 / 170
-# vs 82 / 181 (NCHW wins); 14 px 33 / 97 vs 30 / 95 and 7 px 25 / 58 vs 18 / 44 (NHWC wins).
+# (fast/matrix nchw vs nhwc, ms eval / train): 56 px 183 / 396 vs 228 / 482 and 28 px 90 / 198
+# vs 88 / 215 (NCHW wins the train step); 14 px 39 / 123 vs 34 / 114 and 7 px 29 / 74 vs
+# 22 / 51 (NHWC wins). (The run before, 507 s against this one's 601 s on the same idle host,
+# timed everything 10-25% faster and made the same choices.)
 # 20 lies between the two measured sizes where the winner changes. (An earlier run on a loaded
 # AMD EPYC had the change between 56 and 28 px, hence the 40 this replaced.) GPU: not measured,
 # follows the CPU rule. TPU: NCHW at every size, TPU compiler (`python -m
