@@ -18,6 +18,7 @@ import numpy as np
 
 from afc_jax.layers.activations import StemPolynomialResidual, gelu_exact
 from afc_jax.layers.norms import LayerNorm
+from afc_jax.models.convnext import stem_conv_stride
 from afc_jax.ops.resampling import on_fine_grid
 
 STEM_STRIDE = 4
@@ -132,7 +133,7 @@ def _stem_keep(family) -> float:
 
 def layers_of(model) -> list[Layer]:
     """Every probed layer of `model`, in forward order, with its stride."""
-    out = [Layer("stem.conv", STEM_STRIDE if model.family.stem == "strided" else 1)]
+    out = [Layer("stem.conv", stem_conv_stride(model.family, model.afc_formulation))]
     if model.family.stem_polynomial:
         out.append(Layer("stem.poly", 1, _stem_keep(model.family)))
     out.append(Layer("stem", STEM_STRIDE))
@@ -165,7 +166,10 @@ def probe(model, variables, images: jax.Array) -> tuple[dict, dict]:
     logits, cap = capture(model, variables, images)
     stem = cap["downsample_layers_0"]
     maps = {"stem.conv": _out(stem, "conv")}
-    inputs = {"stem.norm": stem[_resample_key(stem)]["__call__"][0]}
+    # The norm's input: the resampled conv output, or the conv output when the two fold.
+    folded = stem_conv_stride(model.family, model.afc_formulation) == STEM_STRIDE
+    norm_in = maps["stem.conv"] if folded else stem[_resample_key(stem)]["__call__"][0]
+    inputs = {"stem.norm": norm_in}
     if model.family.stem_polynomial:
         maps["stem.poly"] = _out(stem, "poly")
         inputs["stem.poly"] = maps["stem.conv"]

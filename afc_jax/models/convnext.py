@@ -70,6 +70,35 @@ class Resample(nn.Module):
         raise ValueError(f"unknown downsampling kind {self.kind!r}")
 
 
+def resample_folds_into_conv(family: FamilySpec, afc_formulation: str = "auto") -> bool:
+    """Whether the family's `resample(f)` after a stride-1 circular conv runs as a stride-f conv
+    (of the low-passed input, for the ideal filter).
+
+    Plain subsampling keeps the conv's outputs at 0, f, 2f, ...: exactly a stride-f conv of the
+    same padded input. The ideal low-pass is diagonal in the Fourier basis, like the circular
+    conv, so the two commute (the bias is a constant, which the filter keeps): filtering the
+    conv's input instead of its output filters half the channels (in the downsampling layers)
+    and leaves the conv 1/f^2 of its work. AFC folds with the "fast" formulation where
+    `filter_choice.choose_lowpass_before_conv` says it pays (not on a TPU); "reference" keeps
+    the official order. Exact in exact arithmetic. Read when the model is traced (the target
+    platform decides).
+    """
+    kind = family.downsampling
+    if kind == "subsample":
+        return True
+    fast = resolve_afc_formulation(afc_formulation) == "fast"
+    return kind == "ideal" and fast and filter_choice.choose_lowpass_before_conv()
+
+
+def stem_conv_stride(family: FamilySpec, afc_formulation: str = "auto") -> int:
+    """Stride of the stem's conv: 4 when strided or folded with its downsampling (no stem
+    polynomial, `resample_folds_into_conv`), else 1."""
+    if family.stem == "strided":
+        return 4
+    folded = not family.stem_polynomial and resample_folds_into_conv(family, afc_formulation)
+    return 4 if folded else 1
+
+
 class _Configured(nn.Module):
     family: FamilySpec
     dtype: Dtype | None = None
@@ -115,22 +144,8 @@ class _Configured(nn.Module):
         )
 
     def folds_into_conv_stride(self) -> bool:
-        """Whether `resample(f)` after a stride-1 circular conv equals a stride-f conv (of the
-        low-passed input, for the ideal filter).
-
-        Plain subsampling keeps the conv's outputs at 0, f, 2f, ...: exactly a stride-f conv of
-        the same padded input. The ideal low-pass is diagonal in the Fourier basis, like the
-        circular conv, so the two commute (the bias is a constant, which the filter keeps):
-        filtering the conv's input instead of its output filters half the channels (in the
-        downsampling layers) and leaves the conv 1/f^2 of its work. AFC folds with the "fast"
-        formulation where `filter_choice.choose_lowpass_before_conv` says it pays (not on a
-        TPU); "reference" keeps the official order. Exact in exact arithmetic.
-        """
-        kind = self.family.downsampling
-        if kind == "subsample":
-            return True
-        fast = resolve_afc_formulation(self.afc_formulation) == "fast"
-        return kind == "ideal" and fast and filter_choice.choose_lowpass_before_conv()
+        """`resample_folds_into_conv(family, afc_formulation)` for this layer."""
+        return resample_folds_into_conv(self.family, self.afc_formulation)
 
     def conv_resampled(
         self, x: jax.Array, features: int, factor: int, circular_pad: Sequence[int], name: str
