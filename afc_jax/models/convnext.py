@@ -143,16 +143,12 @@ class _Configured(nn.Module):
             **kw,
         )
 
-    def folds_into_conv_stride(self) -> bool:
-        """`resample_folds_into_conv(family, afc_formulation)` for this layer."""
-        return resample_folds_into_conv(self.family, self.afc_formulation)
-
     def conv_resampled(
         self, x: jax.Array, features: int, factor: int, circular_pad: Sequence[int], name: str
     ) -> jax.Array:
         """`resample(factor)(conv(x))` with a factor x factor conv named `name`; computed as a
-        strided conv where `folds_into_conv_stride` says it is the same map."""
-        if not self.folds_into_conv_stride():
+        strided conv where `resample_folds_into_conv` says it is the same map."""
+        if not resample_folds_into_conv(self.family, self.afc_formulation):
             return self.resample(factor)(self.conv(features, factor, circular_pad, name)(x))
         if self.family.downsampling == "ideal":
             x = ideal_lowpass(
@@ -165,7 +161,7 @@ class Stem(_Configured):
     """4x4 conv to `features`, [AFC polynomial], downsampling by 4, norm.
 
     Without the polynomial the conv and the downsampling fold into one stride-4 conv where
-    `folds_into_conv_stride` says so (of the low-passed image for the ideal filter).
+    `resample_folds_into_conv` says so (of the low-passed image for the ideal filter).
 
     The AFC polynomial multiplies the conv output by its low-pass (cutoff 0.75). With the
     "fast" formulation (`afc_formulation` "fast"/"auto") that low-pass is taken of the

@@ -218,7 +218,7 @@ def choose_lowpass_before_conv(platform: str | None = None) -> bool:
     """Whether "conv (stride 1) -> ideal low-pass -> keep every f-th sample" (AFC's downsampling
     layers) runs as "ideal low-pass of the conv's input -> conv at stride f".
 
-    The two are the same map (`afc_jax.models.convnext._Configured.folds_into_conv_stride`); the
+    The two are the same map (`afc_jax.models.convnext.resample_folds_into_conv`); the
     second filters the conv's input channels (half the output channels) at full size and
     leaves the conv 1/f^2 of its work.
     - CPU: yes. AFC-T, batch 8 at 224 px, float32, one pinned core while the other core
